@@ -1,0 +1,9 @@
+//! rcl: rootless containers declared in TOML, on the `fsimpl` union filesystem.
+//!
+//! The launcher is split by concern: [`spec`] parses and validates a spec file, [`cgroup`]
+//! applies resource limits, [`runtime`] builds the isolated process tree, and the `rcl` binary
+//! is a thin command line over them.
+
+pub mod cgroup;
+pub mod runtime;
+pub mod spec;

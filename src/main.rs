@@ -1,0 +1,4 @@
+//! The `rcl` command line.
+fn main() {
+    todo!("cli")
+}
