@@ -17,14 +17,31 @@ use std::time::{Duration, Instant};
 /// Name of the unprivileged user the rootless tests run as.
 pub const TEST_USER: &str = "rcl-test";
 
-/// Marks the current test as skipped: prints `RCL-SKIP <module path>: <reason>` on stderr and
-/// returns from the test function.
+/// Marks the current test as skipped and returns from the test function: see [`record_skip`].
 #[macro_export]
 macro_rules! skip {
     ($($arg:tt)*) => {{
-        eprintln!("RCL-SKIP {}: {}", module_path!(), format!($($arg)*));
+        $crate::record_skip(module_path!(), &format!($($arg)*));
         return;
     }};
+}
+
+/// Records a skip: prints `RCL-SKIP <where>: <reason>` on stderr and, when `RCL_SKIP_LOG` names
+/// a file, appends the same line there (cargo test hides the output of tests that return).
+pub fn record_skip(place: &str, reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or(place)
+        .to_string();
+    let line = format!("RCL-SKIP {test}: {reason}\n");
+    eprint!("{line}");
+    if let Some(log) = std::env::var_os("RCL_SKIP_LOG") {
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    }
 }
 
 /// True when running as root in the initial user namespace's sense (euid 0).
