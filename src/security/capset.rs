@@ -91,22 +91,47 @@ fn mask_of(names: &[String], last: u8) -> Result<u64, SecurityError> {
         .try_fold(0u64, |m, n| Ok(m | (1u64 << cap_number(n, last)?)))
 }
 
-/// The final capability set as a mask, following Docker's rules: "ALL" in `add` means every
-/// capability the kernel knows except those dropped; otherwise "ALL" in `drop` means only the
-/// added ones; otherwise the default set minus `drop`, plus `add`. Unknown names are errors.
-pub fn resolve(add: &[String], drop: &[String], last: u8) -> Result<u64, SecurityError> {
+/// The resolved capability set: `required` must be granted; `optional` (what "ALL" adds beyond
+/// the named capabilities) is granted where the runtime itself holds it, as Docker does for
+/// nested containers whose bounding set is already reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapRequest {
+    /// Capabilities named (or Docker defaults): applying fails if one is not held.
+    pub required: u64,
+    /// Capabilities from "ALL": granted when held, silently left out otherwise.
+    pub optional: u64,
+}
+
+impl CapRequest {
+    /// Everything asked for.
+    pub fn all(&self) -> u64 {
+        self.required | self.optional
+    }
+}
+
+/// The final capability set, following Docker's rules: "ALL" in `add` means every capability
+/// the kernel knows except those dropped; otherwise "ALL" in `drop` means only the added ones;
+/// otherwise the default set minus `drop`, plus `add`. Unknown names are errors.
+pub fn resolve(add: &[String], drop: &[String], last: u8) -> Result<CapRequest, SecurityError> {
     let add_mask = mask_of(add, last)?;
     let drop_mask = mask_of(drop, last)?;
-    let all = all_mask(last);
     if add.iter().any(|n| is_all(n)) {
-        return Ok(all & !drop_mask);
+        let required = add_mask & !drop_mask;
+        return Ok(CapRequest {
+            required,
+            optional: all_mask(last) & !drop_mask & !required,
+        });
     }
-    if drop.iter().any(|n| is_all(n)) {
-        return Ok(add_mask);
-    }
-    let defaults: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
-    let default_mask = mask_of(&defaults, last)?;
-    Ok((default_mask & !drop_mask) | add_mask)
+    let required = if drop.iter().any(|n| is_all(n)) {
+        add_mask
+    } else {
+        let defaults: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        (mask_of(&defaults, last)? & !drop_mask) | add_mask
+    };
+    Ok(CapRequest {
+        required,
+        optional: 0,
+    })
 }
 
 /// Names of the capabilities in `mask`, in number order.
@@ -127,35 +152,45 @@ mod tests {
 
     #[test]
     fn default_set_is_dockers() {
-        assert_eq!(resolve(&[], &[], 40).unwrap(), 0xa804_25fb);
+        assert_eq!(resolve(&[], &[], 40).unwrap().all(), 0xa804_25fb);
     }
 
     #[test]
     fn add_and_drop() {
         assert_eq!(
-            resolve(&v(&["CAP_SYS_ADMIN"]), &v(&["CAP_CHOWN"]), 40).unwrap(),
+            resolve(&v(&["CAP_SYS_ADMIN"]), &v(&["CAP_CHOWN"]), 40)
+                .unwrap()
+                .all(),
             0xa804_25fb - 1 + (1 << 21)
         );
         // Docker: drop first, then add: a name in both lists stays.
         assert_eq!(
-            resolve(&v(&["CAP_CHOWN"]), &v(&["CAP_CHOWN"]), 40).unwrap(),
+            resolve(&v(&["CAP_CHOWN"]), &v(&["CAP_CHOWN"]), 40)
+                .unwrap()
+                .all(),
             0xa804_25fb
         );
     }
 
     #[test]
     fn all_in_add_and_drop() {
-        assert_eq!(resolve(&v(&["ALL"]), &[], 40).unwrap(), (1u64 << 41) - 1);
         assert_eq!(
-            resolve(&v(&["ALL"]), &v(&["CAP_CHOWN"]), 40).unwrap(),
+            resolve(&v(&["ALL"]), &[], 40).unwrap().all(),
+            (1u64 << 41) - 1
+        );
+        assert_eq!(
+            resolve(&v(&["ALL"]), &v(&["CAP_CHOWN"]), 40).unwrap().all(),
             (1u64 << 41) - 2
         );
-        assert_eq!(resolve(&[], &v(&["ALL"]), 40).unwrap(), 0);
+        assert_eq!(resolve(&[], &v(&["ALL"]), 40).unwrap().all(), 0);
         assert_eq!(
-            resolve(&v(&["CAP_KILL"]), &v(&["ALL"]), 40).unwrap(),
+            resolve(&v(&["CAP_KILL"]), &v(&["ALL"]), 40).unwrap().all(),
             1 << 5
         );
-        assert_eq!(resolve(&v(&["ALL"]), &[], 37).unwrap(), (1u64 << 38) - 1);
+        assert_eq!(
+            resolve(&v(&["ALL"]), &[], 37).unwrap().all(),
+            (1u64 << 38) - 1
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn default_rlimits() -> Vec<Rlimit> {
 /// resource limits.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    caps: u64,
+    caps: capset::CapRequest,
     last_cap: u8,
     no_new_privs: bool,
     seccomp: Vec<seccompiler::BpfProgram>,
@@ -134,7 +134,7 @@ pub fn prepare(sec: &Security) -> anyhow::Result<Prepared> {
     let last = last_cap()?;
     let caps = capset::resolve(&sec.cap_add, &sec.cap_drop, last)?;
     let seccomp = match sec.seccomp {
-        Seccomp::Default => seccomp::default_programs(caps)?,
+        Seccomp::Default => seccomp::default_programs(caps.all())?,
         Seccomp::Unconfined => Vec::new(),
     };
     Ok(Prepared {
@@ -148,13 +148,21 @@ pub fn prepare(sec: &Security) -> anyhow::Result<Prepared> {
 
 impl Prepared {
     /// The container's capability set as a mask (bit N = capability N), as /proc shows it.
+    /// With "ALL" in cap_add, the capabilities the runtime does not hold itself are left out
+    /// when applying (as Docker does when nested), so the process may get fewer than this.
     pub fn caps(&self) -> u64 {
-        self.caps
+        self.caps.all()
     }
 
-    /// The container's capabilities by name, in number order.
+    /// The capabilities that must be granted: [`apply`](Self::apply) fails if the calling
+    /// process does not hold one of them.
+    pub fn required_caps(&self) -> u64 {
+        self.caps.required
+    }
+
+    /// The container's capabilities by name, in number order (see [`caps`](Self::caps)).
     pub fn cap_names(&self) -> Vec<String> {
-        capset::names(self.caps)
+        capset::names(self.caps.all())
     }
 
     /// True when a seccomp filter will be installed.
@@ -200,9 +208,19 @@ impl Prepared {
             apply_rlimit(r)?;
         }
 
+        // The set: what must be granted, plus what "ALL" asked for that this process holds.
+        let start = sys::capget().step("capget")?;
+        if self.caps.required & !start.permitted != 0 {
+            return Err(ApplyError {
+                step: "capabilities (a requested capability is not held by the runtime)",
+                errno: Errno::EPERM,
+            });
+        }
+        let set = self.caps.required | (self.caps.optional & start.permitted);
+
         // Bounding set: needs CAP_SETPCAP, so before the user switch.
         for c in 0..=self.last_cap {
-            if self.caps & (1u64 << c) == 0 && sys::bounding_has(c).step("PR_CAPBSET_READ")? {
+            if set & (1u64 << c) == 0 && sys::bounding_has(c).step("PR_CAPBSET_READ")? {
                 sys::bounding_drop(c).step("PR_CAPBSET_DROP")?;
             }
         }
@@ -229,7 +247,7 @@ impl Prepared {
             self.install_seccomp("seccomp (without no_new_privileges this needs CAP_SYS_ADMIN)")?;
         }
 
-        let held = if uid == 0 { self.caps } else { 0 };
+        let held = if uid == 0 { set } else { 0 };
         sys::capset(sys::CapSets {
             effective: held,
             permitted: held,
