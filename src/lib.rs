@@ -6,4 +6,5 @@
 
 pub mod cgroup;
 pub mod runtime;
+pub mod security;
 pub mod spec;
