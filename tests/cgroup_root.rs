@@ -260,6 +260,7 @@ fn cpu_quota_holds_a_busy_loop_near_its_share() {
     std::thread::sleep(Duration::from_millis(1500));
     let u1 = g.cg().stats().unwrap().cpu_usage_ns.unwrap();
     let share = (u1 - u0) as f64 / t0.elapsed().as_nanos() as f64;
+    eprintln!("busy loop under cpus=0.2 used {share:.3} CPUs");
     // Unthrottled it would take ~1.0 of a CPU; the quota allows 0.2. Generous bounds: this is
     // a functional check, not a timing benchmark (other builds share these 2 CPUs).
     assert!(
