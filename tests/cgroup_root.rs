@@ -394,3 +394,24 @@ fn host_counts_no_block_io() -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn a_stale_group_from_a_crash_is_made_afresh() {
+    if let Some(why) = root_unavailable() {
+        testkit::skip!("{why}");
+    }
+    let name = unique("stale");
+    let r = Resources {
+        pids: Some(20),
+        ..Default::default()
+    };
+    // A run that died without destroying its group.
+    let (cg, _) = Cgroup::create(&name, &r).unwrap();
+    drop(cg);
+    let (cg, unapplied) = Cgroup::create(&name, &Resources::default()).unwrap();
+    assert!(unapplied.is_empty());
+    let g = CgGuard(Some(cg));
+    if let Some((d, _)) = dir_for(g.cg(), "pids", "pids") {
+        assert_eq!(read(d, "pids.max"), "max", "the old limit survived");
+    }
+}

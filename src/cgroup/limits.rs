@@ -155,6 +155,15 @@ pub(crate) fn apply_v2(w: Want, dir: &Path, r: &Resources) -> anyhow::Result<Opt
 
 /// Reason for a limit whose v1 hierarchy this user cannot write.
 pub(crate) fn v1_not_writable(w: Want, mount: &Path, uid: u32) -> String {
+    if uid == 0 {
+        return format!(
+            "the cgroup v1 '{}' hierarchy at {} is not writable even by root (a read-only \
+             mount, as inside a container): remount it read-write or give the container a \
+             writable cgroup mount",
+            w.v1,
+            mount.display()
+        );
+    }
     format!(
         "the cgroup v1 '{}' hierarchy at {} is not writable by user {uid}, and cgroup v1 cannot \
          be delegated to unprivileged users: run rcl as root, or use a cgroup v2 host with the \

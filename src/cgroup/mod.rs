@@ -418,8 +418,9 @@ fn mkdir_shared(dir: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Makes the container's own group `dir`. An existing empty group (left by a crash) is reused;
-/// one with live processes is an error. `Ok(true)` when this call made it.
+/// Makes the container's own group `dir`. An existing group without live processes (left by a
+/// crash) is made afresh, so none of its old limits remain; one with live processes is an
+/// error. `Ok(true)` when this call made it.
 fn mkdir_leaf(dir: &Path, name: &str) -> std::io::Result<bool> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
@@ -441,6 +442,12 @@ fn mkdir_leaf(dir: &Path, name: &str) -> std::io::Result<bool> {
                      '{name}' already running?",
                     dir.display()
                 )));
+            }
+            // Fresh limits: remove the stale group and make it again; if the kernel still
+            // holds it (exiting tasks), reuse it.
+            if std::fs::remove_dir(dir).is_ok() {
+                std::fs::create_dir(dir)?;
+                return Ok(true);
             }
             Ok(false)
         }
