@@ -16,6 +16,16 @@
 //!
 //! A limit goes to the v1 hierarchy that has its controller, else to the v2 tree. Rootless with
 //! no limits asked for never warns: groups that cannot be made are simply not made.
+//!
+//! Details worth knowing:
+//! - v1 cpuset groups get their parent's cpus and mems first (tasks cannot join otherwise);
+//!   memory also sets memory.memsw (v1) or memory.swap.max = 0 (v2) so the limit is real;
+//!   cpus become a CFS quota over a 100 ms period; io_weight (1..=10000) is scaled onto
+//!   blkio.weight (10..=1000) or BFQ's weight (1..=1000).
+//! - v2 "no internal processes" rule: when rcl is alone in `<top>` and the kernel refuses to
+//!   enable a controller there, rcl moves itself into the leaf `<top>/rcl-launcher` first.
+//! - A group left by a crash (same name, no live process) is removed and made afresh; one with
+//!   live processes makes [`Cgroup::create`] fail ("already running").
 
 mod fsops;
 mod host;
@@ -151,7 +161,7 @@ impl Cgroup {
             .collect()
     }
 
-    /// Moves process `pid` into the cgroup(s).
+    /// Moves process `pid` into the cgroup(s) (`0` moves the calling process).
     pub fn add_pid(&self, pid: i32) -> anyhow::Result<()> {
         for file in self.procs_files() {
             fsops::write_raw(&file, &pid.to_string()).with_context(|| {
