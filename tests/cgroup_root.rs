@@ -415,3 +415,65 @@ fn a_stale_group_from_a_crash_is_made_afresh() {
         assert_eq!(read(d, "pids.max"), "max", "the old limit survived");
     }
 }
+
+/// This process's view of the host with the cgroup2 tree left out (a pure v1 host).
+fn v1_only() -> Option<CgroupHost> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mi: String = mi
+        .lines()
+        .filter(|l| l.contains(" - cgroup "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let cg: String = cg
+        .lines()
+        .filter(|l| !l.starts_with("0::"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let h = CgroupHost::from_proc_text(&mi, &cg);
+    (h.layout() == rcl::cgroup::Layout::V1).then_some(h)
+}
+
+#[test]
+fn v1_only_freezes_and_kills_a_forking_group_without_cgroup_kill() {
+    if let Some(why) = root_unavailable() {
+        testkit::skip!("{why}");
+    }
+    let Some(host) = v1_only() else {
+        testkit::skip!("no cgroup v1 hierarchies here");
+    };
+    if host.v1_with("freezer").is_none() {
+        testkit::skip!("no v1 freezer hierarchy");
+    }
+    let name = unique("v1kill");
+    let r = Resources {
+        pids: Some(50),
+        ..Default::default()
+    };
+    let (cg, unapplied) = host.create(&name, &r).unwrap();
+    assert!(unapplied.is_empty(), "{unapplied:?}");
+    assert!(cg.unified_dir().is_none());
+    let mut g = CgGuard(Some(cg));
+    // Keeps forking short-lived children, so a kill-by-list alone would race with it.
+    let mut p = Gated::sh("while :; do sleep 0.05 & sleep 0.01; done");
+    g.cg().add_pid(p.pid()).unwrap();
+    p.release();
+    std::thread::sleep(Duration::from_millis(300));
+    g.cg().freeze().unwrap();
+    let freezer = g.cg().v1_dir("freezer").unwrap().to_path_buf();
+    assert_eq!(read(&freezer, "freezer.state"), "FROZEN");
+    let frozen = g.cg().pids().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(g.cg().pids().unwrap(), frozen, "a frozen group changed");
+    g.cg().thaw().unwrap();
+    assert_eq!(read(&freezer, "freezer.state"), "THAWED");
+    let dirs: Vec<_> = g.cg().dirs().iter().map(|d| d.to_path_buf()).collect();
+    g.destroy().unwrap();
+    assert!(
+        p.wait(Duration::from_secs(5)).is_some(),
+        "the loop survived"
+    );
+    for d in dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+}
