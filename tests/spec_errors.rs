@@ -152,10 +152,7 @@ fn unknown_keys_get_suggestions() {
         ),
         case(
             "process",
-            base("workdri = \"/\"\n").replace(
-                "command = [\"/bin/true\"]\nworkdri",
-                "command = [\"/bin/true\"]\nworkdri",
-            ),
+            base("workdri = \"/\"\n"),
             6,
             1,
             &["did you mean \"workdir\"?"],
