@@ -134,6 +134,28 @@ fn publish(tmp: tempfile::TempDir, dest: &Path) -> Result<()> {
     }
 }
 
+/// Removes temporary layers that a crashed build left behind (older than an hour, so a build
+/// still running elsewhere is never touched). Best effort.
+fn sweep_stale(cache_root: &Path) {
+    let Ok(entries) = fs::read_dir(cache_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(".building-") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 3600);
+        if old {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Empty mountpoints a rootfs needs.
 fn mountpoints(root: &Path) -> Result<()> {
     for (dir, mode) in [
