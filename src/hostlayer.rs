@@ -48,6 +48,7 @@ pub fn build(programs: &[PathBuf], cache_root: &Path) -> Result<PathBuf> {
     }
     fs::create_dir_all(cache_root)
         .with_context(|| format!("cannot create the layer cache {}", cache_root.display()))?;
+    sweep_stale(cache_root);
     let tmp = tempfile::Builder::new()
         .prefix(".building-")
         .tempdir_in(cache_root)
