@@ -287,7 +287,7 @@ fn closure(programs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let cache = LdCache::load();
     let mut out: BTreeSet<PathBuf> = BTreeSet::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut work: Vec<(PathBuf, Vec<String>)> =
+    let mut work: Vec<(PathBuf, Vec<PathBuf>)> =
         programs.iter().map(|p| (p.clone(), Vec::new())).collect();
     while let Some((path, inherited_rpath)) = work.pop() {
         let real =
@@ -329,14 +329,16 @@ fn closure(programs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 })
                 .collect()
         };
-        // DT_RPATH applies (with the loaders' RPATHs) only when there is no DT_RUNPATH.
-        let mut rpath_chain = inherited_rpath.clone();
+        // DT_RPATH applies only when there is no DT_RUNPATH: the object's own first, then
+        // its loaders' (each expanded with its own $ORIGIN), up to the executable.
+        let mut rpath_chain = Vec::new();
         if elf.runpath.is_empty() {
-            rpath_chain.extend(elf.rpath.iter().cloned());
+            rpath_chain.extend(expand(&elf.rpath));
         }
+        rpath_chain.extend(inherited_rpath.iter().cloned());
         let mut dirs: Vec<PathBuf> = Vec::new();
         if elf.runpath.is_empty() {
-            dirs.extend(expand(&rpath_chain));
+            dirs.extend(rpath_chain.iter().cloned());
         }
         dirs.extend(expand(&elf.runpath));
         for lib in &elf.needed {

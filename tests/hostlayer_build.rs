@@ -393,3 +393,56 @@ fn stale_temporary_layers_are_swept() {
     assert!(!stale.exists(), "a crashed build's leftovers stay");
     assert!(fresh.exists(), "a build in progress was removed");
 }
+
+/// Run as the unprivileged test user by `rootless_users_can_build_layers`; does nothing when
+/// started any other way.
+#[test]
+#[ignore = "started as the test user by rootless_users_can_build_layers"]
+fn rootless_child() {
+    let Some(cache) = std::env::var_os("RCL_TEST_LAYER_CACHE") else {
+        return;
+    };
+    let layer = hostlayer::build(&programs(&["/bin/sh", "/usr/bin/env"]), Path::new(&cache))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("LAYER={}", layer.display());
+}
+
+#[test]
+fn rootless_users_can_build_layers() {
+    if !testkit::is_root() {
+        skip!("needs root to switch to the test user");
+    }
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => skip!("no test user: {why}"),
+    };
+    let dir = testkit::shared_tempdir();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
+    let out = run_timeout(
+        testkit::as_test_user(std::env::current_exe().unwrap())
+            .args(["--exact", "rootless_child", "--ignored", "--nocapture"])
+            .env("RCL_TEST_LAYER_CACHE", &cache),
+        T,
+    );
+    out.assert_ok();
+    let layer = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LAYER="))
+        .unwrap_or_else(|| panic!("no layer printed: {out:?}"));
+    let layer = PathBuf::from(layer);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&layer).unwrap().uid(), uid);
+    let sh = resolve_in(&layer, Path::new("/bin/sh")).expect("/bin/sh in the layer");
+    assert_eq!(std::fs::metadata(&sh).unwrap().uid(), uid);
+    let out = run_timeout(
+        Command::new("chroot")
+            .arg(&layer)
+            .args(["/bin/sh", "-c", "echo rootless ok"]),
+        T,
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "rootless ok\n");
+}
