@@ -213,3 +213,29 @@ fn wh_files_format() {
     m.sh("echo again > a; cat a");
     assert!(!m.upper.join(".wh.a").exists());
 }
+
+#[test]
+fn io_without_passthrough_uses_writeback() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    put(&l.join("low"), "0123456789");
+    let mut cfg = m.config();
+    cfg.passthrough = fsimpl::Passthrough::Off;
+    m.mount(cfg);
+    m.sh("echo a > f; echo b >> f; test \"$(cat f)\" = \"$(printf 'a\\nb')\"");
+    m.sh("echo tail >> low; test \"$(cat low)\" = 0123456789tail");
+    m.sh("printf XY | dd of=low bs=1 seek=2 conv=notrunc 2>/dev/null; test \"$(head -c 5 low)\" = 01XY4");
+    m.sh("truncate -s 3 low; test \"$(cat low)\" = 01X; test $(stat -c %s low) = 3");
+    m.sh("dd if=/dev/zero of=z bs=64k count=100 2>/dev/null; test $(stat -c %s z) = 6553600");
+    m.unmount();
+    assert_eq!(std::fs::read_to_string(m.upper.join("low")).unwrap(), "01X");
+    assert_eq!(
+        std::fs::read_to_string(m.upper.join("f")).unwrap(),
+        "a\nb\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(l.join("low")).unwrap(),
+        "0123456789"
+    );
+}
