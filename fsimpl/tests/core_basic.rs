@@ -242,3 +242,27 @@ fn kernel_overlayfs_reads_our_upper() {
     );
     assert_eq!(out.stdout, "dir keep n\nup\n", "{out:#?}");
 }
+
+#[test]
+fn rename_of_lower_file_is_metacopy_and_keeps_data() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    std::fs::create_dir(l.join("dir")).unwrap();
+    std::fs::write(l.join("dir/big"), vec![3u8; 2 << 20]).unwrap();
+    let cfg = m.config();
+    m.mount(cfg);
+    m.sh("mv dir/big moved; test ! -e dir/big; cmp moved ../l0/dir/big; mv dir dir2; mv moved dir2/back");
+    let md = std::fs::symlink_metadata(m.upper.join("dir2/back")).unwrap();
+    assert!(
+        md.blocks() < 128,
+        "rename copied data: {} blocks",
+        md.blocks()
+    );
+    m.unmount();
+    let cfg = m.config();
+    m.mount(cfg);
+    m.sh(
+        "cmp dir2/back ../l0/dir/big; echo x >> dir2/back; test $(stat -c %s dir2/back) = 2097154",
+    );
+}
