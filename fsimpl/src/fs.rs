@@ -154,6 +154,9 @@ impl UnionFs {
             let mut b = h.node.backing.lock();
             match &b.id {
                 Some((id, up)) if *up == from_upper => backing = Some(id.clone()),
+                // A read-only open may share a lower backing still in use (it reads what the
+                // handles opened before the copy-up read), never a write.
+                Some((id, false)) if !writing => backing = Some(id.clone()),
                 Some(_) => {
                     // The kernel allows one backing file per inode: a handle on the lower
                     // copy is still open while this one needs the upper copy.
