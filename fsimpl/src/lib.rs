@@ -28,7 +28,7 @@ mod fs;
 mod layer;
 mod node;
 mod ops;
-pub mod sys;
+mod sys;
 mod whiteout;
 mod xattr;
 

@@ -482,14 +482,3 @@ pub fn copy_file_range(src: RawFd, dst: RawFd, off: u64, len: usize) -> io::Resu
     // SAFETY: offsets are valid in/out pointers.
     cvt_ssize(unsafe { libc::copy_file_range(src, &mut a, dst, &mut b, len, 0) } as isize)
 }
-
-/// `umask` of the process (returns the old value).
-pub fn umask(mask: u32) -> u32 {
-    // SAFETY: always succeeds.
-    unsafe { libc::umask(mask) }
-}
-
-/// (major, minor) -> dev_t.
-pub fn makedev(major: u32, minor: u32) -> u64 {
-    libc::makedev(major, minor)
-}
