@@ -184,6 +184,7 @@ impl UnionFs {
         if backing.is_none() && !writing {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
+        h.node.opens.fetch_add(1, Ordering::AcqRel);
         self.handles.write().insert(fh, Arc::new(h));
         Ok((fh, flags, backing))
     }
@@ -473,7 +474,11 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.node(ino.0).and_then(|n| {
-            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
             sys::readlink_fd(meta.fd()?.as_raw_fd())
         });
         match r {
@@ -708,7 +713,9 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.handles.write().remove(&fh.0) {
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            h.node.opens.fetch_sub(1, Ordering::AcqRel);
             if h.passthrough {
                 let mut b = h.node.backing.lock();
                 b.users = b.users.saturating_sub(1);
@@ -920,7 +927,11 @@ impl Filesystem for UnionFs {
                 return Err(eno(libc::ENODATA));
             }
             let n = self.node(ino.0)?;
-            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
             let fd = meta.fd()?;
             let fd = fd.as_raw_fd();
             sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
@@ -934,7 +945,11 @@ impl Filesystem for UnionFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> io::Result<Vec<u8>> {
             let n = self.node(ino.0)?;
-            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
             let fd = meta.fd()?;
             let fd = fd.as_raw_fd();
             let mut out = Vec::new();
@@ -963,9 +978,13 @@ impl Filesystem for UnionFs {
             }
             let n = self.node(ino.0)?;
             {
-                let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
-            let fd = meta.fd()?;
-            let fd = fd.as_raw_fd();
+                let meta =
+                    n.st.read()
+                        .meta()
+                        .cloned()
+                        .ok_or_else(|| eno(libc::ESTALE))?;
+                let fd = meta.fd()?;
+                let fd = fd.as_raw_fd();
                 if sys::getxattr_fd(fd, &c)?.is_none() {
                     return Err(eno(libc::ENODATA));
                 }
