@@ -175,15 +175,21 @@ impl UnionFs {
 
     /// The name of `node` goes: an open file keeps being reached through an fd (fstat of an
     /// open unlinked file); others are only reachable by name, so they need none.
-    /// Also pins a file whose upper object is reached by exactly this name (`dir`/`name`):
-    /// its other hard links keep it alive.
+    /// Also pins a hard-linked file whose upper object is reached by exactly this name
+    /// (`dir`/`name`): its other links keep it alive.
     fn pin_if_open(node: &Arc<Node>, dir: &Fd, name: &OsStr) {
         let mut st = node.st.write();
         let by_this_name = matches!(
             &st.upper,
             Some(Obj::At(d, n)) if Arc::ptr_eq(d, dir) && n.as_os_str() == name
         );
-        if by_this_name || node.opens.load(Ordering::Acquire) > 0 {
+        let other_links = || {
+            st.upper
+                .as_ref()
+                .and_then(|u| u.stat().ok())
+                .is_some_and(|s| s.st_nlink > 1)
+        };
+        if node.opens.load(Ordering::Acquire) > 0 || (by_this_name && other_links()) {
             if let Some(u) = st.upper.as_mut() {
                 u.pin();
             }
