@@ -362,7 +362,8 @@ impl UnionFs {
         }
         if let Some(path) = redirect {
             f.lower_path = Some(path.clone());
-            self.resolve_path_in_lowers(&path, &mut f, 0)?;
+            let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
+            self.resolve_path_in_lowers(&path, &mut f, 0, want_dir)?;
             if f.metacopy && f.lowers.is_empty() {
                 f.metacopy = false;
             }
@@ -385,8 +386,20 @@ impl UnionFs {
                         }
                         let fd = sys::open_dir(raw, name)?;
                         let op = whiteout::is_opaque_dir(fd.as_raw_fd());
+                        let redirect = if op {
+                            None
+                        } else {
+                            rcl_redirect(fd.as_raw_fd())
+                        };
                         f.lowers.push((*li, Obj::Fd(Arc::new(fd)), st));
                         if op {
+                            break;
+                        }
+                        if let Some(p) = redirect {
+                            // A directory renamed by rcl-fs in a layer that was its upper:
+                            // the layers below merge from where it came from.
+                            f.lower_path = Some(p.clone());
+                            self.resolve_path_in_lowers(&p, &mut f, li + 1, true)?;
                             break;
                         }
                     }
@@ -400,7 +413,7 @@ impl UnionFs {
                             f.lowers.push((*li, obj.clone(), st));
                             f.lower_meta = true;
                             if let Some(p) = rcl_lower_path(&obj) {
-                                self.resolve_path_in_lowers(&p, &mut f, li + 1)?;
+                                self.resolve_path_in_lowers(&p, &mut f, li + 1, false)?;
                                 break;
                             }
                             continue;
@@ -443,7 +456,13 @@ impl UnionFs {
     }
 
     /// Looks `path` (absolute, inside the lowers) up in every lower layer and merges.
-    fn resolve_path_in_lowers(&self, path: &Path, f: &mut Found, from: usize) -> io::Result<()> {
+    fn resolve_path_in_lowers(
+        &self,
+        path: &Path,
+        f: &mut Found,
+        from: usize,
+        want_dir: bool,
+    ) -> io::Result<()> {
         let comps: Vec<&OsStr> = path
             .components()
             .filter_map(|c| match c {
@@ -454,7 +473,6 @@ impl UnionFs {
         let Some((last, dirs)) = comps.split_last() else {
             return Ok(());
         };
-        let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
         'layers: for (li, layer) in self.lowers.iter().enumerate().skip(from) {
             let mut cur: Option<OwnedFd> = None;
             for c in dirs {
@@ -755,6 +773,20 @@ fn rcl_lower_path(obj: &Obj) -> Option<PathBuf> {
         .flatten()
         .or_else(|| obj.getxattr(c"user.rclfs.lower").ok().flatten())?;
     (v.first() == Some(&b'/')).then(|| PathBuf::from(OsStr::from_bytes(&v)))
+}
+
+/// The absolute redirect of a directory renamed by rcl-fs (marker and redirect in either
+/// namespace), as found in a lower layer.
+fn rcl_redirect(fd: RawFd) -> Option<PathBuf> {
+    for ns in ["trusted", "user"] {
+        let marker = CString::new(format!("{ns}.rclfs.redirect")).expect("no NUL");
+        if sys::xattr_is_y(fd, &marker) {
+            let r = CString::new(format!("{ns}.overlay.redirect")).expect("no NUL");
+            let v = sys::getxattr_fd(fd, &r).ok()??;
+            return (v.first() == Some(&b'/')).then(|| PathBuf::from(OsStr::from_bytes(&v)));
+        }
+    }
+    None
 }
 
 /// Parses a recorded origin `dev:ino`.

@@ -323,9 +323,10 @@ fn an_upper_we_wrote_works_as_a_lower_layer() {
     let l = m.lower(0).to_path_buf();
     put(&l.join("chm"), "chmod data\n");
     put(&l.join("dir/ren"), "renamed data\n");
+    put(&l.join("tree/sub/leaf"), "leaf\n");
     let cfg = m.config();
     m.mount(cfg);
-    m.sh("chmod 600 chm; mv dir/ren moved");
+    m.sh("chmod 600 chm; mv dir/ren moved; mv tree tree2");
     m.unmount();
     assert!(xattr(&m.upper.join("chm"), "trusted.overlay.metacopy").is_some());
     // Stack: the old upper on top of the old lower, a fresh upper.
@@ -338,8 +339,10 @@ fn an_upper_we_wrote_works_as_a_lower_layer() {
     cfg.threads = 2;
     m.mount(cfg);
     assert_eq!(
-        m.sh("cat chm moved; stat -c %a chm; test ! -e dir/ren"),
-        "chmod data\nrenamed data\n600\n"
+        m.sh(
+            "cat chm moved; stat -c %a chm; test ! -e dir/ren; test ! -e tree; cat tree2/sub/leaf"
+        ),
+        "chmod data\nrenamed data\n600\nleaf\n"
     );
     m.sh("echo more >> moved; chmod 640 chm");
     assert_eq!(
