@@ -5,5 +5,6 @@
 //! is a thin command line over them.
 
 pub mod cgroup;
+pub mod paths;
 pub mod runtime;
 pub mod spec;
