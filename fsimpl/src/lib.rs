@@ -22,9 +22,7 @@
 pub mod config;
 pub mod error;
 
-pub use config::{
-    IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace,
-};
+pub use config::{IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace};
 pub use error::Error;
 
 use std::path::Path;
