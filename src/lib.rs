@@ -7,4 +7,5 @@
 pub mod cgroup;
 pub mod paths;
 pub mod runtime;
+pub mod security;
 pub mod spec;
