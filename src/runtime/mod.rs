@@ -243,27 +243,15 @@ fn prepare_dirs(plan: &Plan) -> Result<()> {
 }
 
 fn make_cgroup(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Option<Cgroup>> {
-    let r = &spec.resources;
-    let any = r.memory.is_some()
-        || r.cpus.is_some()
-        || r.pids.is_some()
-        || r.cpuset.is_some()
-        || r.io_weight.is_some();
-    if !any {
-        return Ok(None);
-    }
-    let (cg, unapplied) = Cgroup::create(id, r)?;
+    let (cg, unapplied) = Cgroup::create(id, &spec.resources)?;
     if !unapplied.is_empty() {
         if opts.require_limits {
-            let why: Vec<String> = unapplied
-                .iter()
-                .map(|u| format!("{}: {}", u.key, u.reason))
-                .collect();
+            let why: Vec<String> = unapplied.iter().map(|u| u.to_string()).collect();
             let _ = cg.destroy();
-            bail!("limits cannot be applied: {}", why.join("; "));
+            bail!("--require-limits: {}", why.join("; "));
         }
         for u in &unapplied {
-            eprintln!("rcl: warning: {} limit not applied: {}", u.key, u.reason);
+            eprintln!("rcl: warning: {u}");
         }
     }
     Ok(Some(cg))
