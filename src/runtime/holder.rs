@@ -116,7 +116,10 @@ fn wait_exit(pid: Pid, limit: Duration) -> bool {
     };
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     let ms = limit.as_millis().min(i32::MAX as u128) as i32;
-    match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
         Ok(n) if n > 0 => {
             let _ = waitpid(pid, None);
             true

@@ -71,14 +71,12 @@ impl IdMap {
             find_range("/etc/subgid", &name, uid),
         );
         match sub {
-            (Some(subuid), Some(subgid)) if have("newuidmap") && have("newgidmap") => {
-                IdMap::Full {
-                    uid,
-                    gid,
-                    subuid,
-                    subgid,
-                }
-            }
+            (Some(subuid), Some(subgid)) if have("newuidmap") && have("newgidmap") => IdMap::Full {
+                uid,
+                gid,
+                subuid,
+                subgid,
+            },
             _ => IdMap::Single { uid, gid },
         }
     }
@@ -112,7 +110,14 @@ impl IdMap {
 fn run_map(prog: &str, pid: Pid, id: u32, (start, count): (u32, u32)) -> Result<()> {
     let out = Command::new(prog)
         .arg(pid.to_string())
-        .args(["0", &id.to_string(), "1", "1", &start.to_string(), &count.to_string()])
+        .args([
+            "0",
+            &id.to_string(),
+            "1",
+            "1",
+            &start.to_string(),
+            &count.to_string(),
+        ])
         .output()
         .with_context(|| format!("running {prog}"))?;
     if !out.status.success() {

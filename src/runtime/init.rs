@@ -93,7 +93,9 @@ fn resolve_user(user: &User) -> Result<Ident> {
                     .iter()
                     .find(|f| &f[0] == user)
                     .cloned()
-                    .with_context(|| format!("user {user:?} not found in the container's /etc/passwd"))?,
+                    .with_context(|| {
+                        format!("user {user:?} not found in the container's /etc/passwd")
+                    })?,
                 group.clone(),
             ),
         },

@@ -333,7 +333,8 @@ impl Container {
                 "unshared" => {
                     let holder = self.holder.context("no holder")?;
                     let map = self.plan.userns.as_ref().context("no user namespace")?;
-                    map.write(holder).context("writing the user namespace id maps")?;
+                    map.write(holder)
+                        .context("writing the user namespace id maps")?;
                     self.chan.send("mapped", "")?;
                 }
                 "pid" => {

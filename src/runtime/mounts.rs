@@ -134,7 +134,13 @@ fn remount_ro(p: &Path) -> Result<()> {
 /// then pivots into it.
 pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
     let root = &plan.root;
-    mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     if !root.join("bin").exists() && fs::read_dir(root).map(|mut d| d.next().is_none())? {
         bail!("the root filesystem {} is empty", root.display());
     }

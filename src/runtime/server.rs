@@ -46,8 +46,12 @@ fn mount(plan: &Plan) -> Result<fsimpl::Session> {
     // Own process group: a Ctrl-C on the terminal must not reach the server directly.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     let fs = fsimpl::UnionFs::new(plan.overlay.clone()).context("opening the layers")?;
-    fsimpl::mount(fs, &plan.mountpoint)
-        .with_context(|| format!("mounting the union filesystem on {}", plan.mountpoint.display()))
+    fsimpl::mount(fs, &plan.mountpoint).with_context(|| {
+        format!(
+            "mounting the union filesystem on {}",
+            plan.mountpoint.display()
+        )
+    })
 }
 
 /// Development aid while the union filesystem is being written: mounts kernel overlayfs
@@ -64,7 +68,11 @@ fn dev_kernel_overlay(plan: &Plan, chan: &mut Chan) -> ! {
         .collect();
     let mut data = format!("lowerdir={}", lowers.join(":"));
     if let (Some(u), Some(w)) = (&cfg.upperdir, &cfg.workdir) {
-        data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
     }
     if plan.userns.is_some() {
         data.push_str(",userxattr");
@@ -85,7 +93,10 @@ fn dev_kernel_overlay(plan: &Plan, chan: &mut Chan) -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if !info.lines().any(|l| l.split(' ').nth(4) == Some(mp.as_str())) {
+        if !info
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(mp.as_str()))
+        {
             sys::exit_now(0);
         }
     }
