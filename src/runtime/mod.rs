@@ -95,6 +95,7 @@ pub struct Container {
     cgroup: Option<Cgroup>,
     exit: Option<Exit>,
     error: Option<String>,
+    exec_error: Option<String>,
     stop_signal: i32,
     stop_timeout: Duration,
 }
@@ -305,6 +306,7 @@ impl Container {
             cgroup: cg_copy,
             exit: None,
             error: None,
+            exec_error: None,
             stop_signal: spec.lifecycle.stop_signal,
             stop_timeout: spec.lifecycle.stop_timeout,
         };
@@ -396,45 +398,38 @@ impl Container {
     /// Reads what the holder sent (call when [`AsFd`] polls readable). Returns the exit once the
     /// container is gone and everything is cleaned up.
     pub fn try_wait(&mut self) -> Result<Option<Exit>> {
-        if let Some(e) = &self.exit {
-            return Ok(Some(e.clone()));
+        if self.holder.is_none() {
+            if let Some(e) = &self.exit {
+                return Ok(Some(e.clone()));
+            }
         }
         let (msgs, closed) = self.chan.read_ready()?;
-        let mut exec_error = None;
-        let mut code = None;
         for m in msgs {
             match m.word.as_str() {
-                "exit" => code = Some(m.num()?),
-                "exec" => exec_error = Some(m.arg),
+                "exit" => {
+                    let code = m.num()?;
+                    let exec_error = self.exec_error.take();
+                    self.exit = Some(Exit {
+                        code: if exec_error.is_some() { 127 } else { code },
+                        exec_error,
+                    });
+                }
+                "exec" => self.exec_error = Some(m.arg),
                 "err" => self.error = Some(m.arg),
                 _ => {}
             }
         }
-        if exec_error.is_some() {
-            self.exit = Some(Exit {
-                code: 127,
-                exec_error,
-            });
+        if self.exit.is_none() && !closed {
+            return Ok(None);
         }
-        if code.is_some() || closed {
-            if self.exit.is_none() {
-                if let Some(c) = code {
-                    self.exit = Some(Exit {
-                        code: c,
-                        exec_error: None,
-                    });
-                }
-            }
-            self.finish();
-            if let Some(msg) = self.error.take() {
-                bail!("{msg}");
-            }
-            return match &self.exit {
-                Some(e) => Ok(Some(e.clone())),
-                None => Err(anyhow!("the container's holder process died unexpectedly")),
-            };
+        self.finish();
+        if let Some(msg) = self.error.take() {
+            bail!("{msg}");
         }
-        Ok(None)
+        match &self.exit {
+            Some(e) => Ok(Some(e.clone())),
+            None => Err(anyhow!("the container's holder process died unexpectedly")),
+        }
     }
 
     /// Blocks until the container has exited and is cleaned up.

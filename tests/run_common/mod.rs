@@ -99,7 +99,9 @@ impl Env {
         }
         testkit::set_mode(&base.join("tmp"), 0o1777);
         std::fs::copy(busybox().unwrap(), base.join("bin/busybox")).unwrap();
-        let list = Command::new(base.join("bin/busybox"))
+        // The host's copy: executing the fresh copy could race with another test's fork
+        // (ETXTBSY).
+        let list = Command::new(busybox().unwrap())
             .arg("--list")
             .output()
             .unwrap();
