@@ -21,10 +21,9 @@
 
 pub mod config;
 pub mod error;
+pub mod options;
 
-pub use config::{
-    IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace,
-};
+pub use config::{IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace};
 pub use error::Error;
 
 use std::path::Path;
