@@ -57,7 +57,7 @@ FUSE-OVERLAYFS OPTIONS:
     fsync=0|1                     0: skip fsync of copied-up files and fsync requests (default 1)
     xattr_permissions=N           accepted and ignored (warning)
     plugins=..., redirect_dir=... accepted and ignored (warning)
-    rw                            accepted (the default)
+    rw, dev, suid, exec, relatime accepted (what rcl-fs does anyway; mount.fuse3 passes them)
     context=..., anything else    accepted and ignored, with a warning
 
 RCL-FS OPTIONS:
@@ -277,7 +277,10 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
                     v => return Err(bad(key, v, "expected 0 or 1")),
                 }
             }
-            "rw" => flag(value)?,
+            // What mount.fuse3 adds as root, and what rcl-fs does anyway.
+            "rw" | "dev" | "suid" | "exec" | "async" | "atime" | "relatime" | "defaults" => {
+                flag(value)?
+            }
             "ro" => {
                 flag(value)?;
                 readonly = true;
@@ -521,6 +524,8 @@ mod tests {
         assert_eq!(s.source.as_deref(), Some("rcl-fs"));
         assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
         assert!(s.config.is_readonly());
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = mount(&["-o", "lowerdir=/a,nodev,noexec", "/mnt"]).unwrap();
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
     }
 

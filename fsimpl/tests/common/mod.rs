@@ -48,6 +48,7 @@ pub fn unavailable(imp: Imp) -> Option<String> {
 
 /// Generates `mod CHECK { fn kernel(); fn rclfs(); }` running `CHECK(Imp)` against both
 /// implementations; `rclfs_ignore = "why"` marks the rcl-fs half ignored.
+#[allow(unused_macros)]
 macro_rules! both {
     ($check:ident) => {
         mod $check {
