@@ -355,6 +355,11 @@ fn kill_9_during_copy_up_leaves_no_partial_file() {
         );
         assert!(cmp.success(), "copied-up data differs: {cmp:?}");
     }
+    let before = testkit::sh(&format!("find {} -type f | wc -l", fx.work.display()), STEP);
+    eprintln!(
+        "copy-up finished before the kill: {finished}; files in workdir: {}",
+        before.stdout.trim()
+    );
     // Remount: leftovers in the workdir are cleaned and the file reads whole.
     let m = fx.mount(Imp::RclFs, "", "");
     let left = testkit::sh(&format!("find {} -type f", fx.work.display()), STEP);

@@ -263,14 +263,25 @@ fn hard_links_survive_copy_up(imp: Imp) {
     let fx = Fixture::new(&["f a data\nh b a"]);
     let m = fx.mount(imp, "index=on", "");
     let same = "[ $(stat -c %i a) = $(stat -c %i b) ] && stat -c %h a b";
-    assert_eq!(m.sh(same), "2\n2\n");
+    assert_eq!(m.sh(same), "2\n2\n", "lower aliases");
     m.sh("echo more >> a");
-    assert_eq!(m.sh("cat b"), "data\nmore\n");
-    assert_eq!(m.sh(same), "2\n2\n");
-    m.sh("ln a c");
-    assert_eq!(m.sh("stat -c %h a; cat c"), "3\ndata\nmore\n");
+    assert_eq!(m.sh("cat b"), "data\nmore\n", "alias sees the write");
+    assert_eq!(m.sh(same), "2\n2\n", "still one inode after copy-up");
 }
 both!(hard_links_survive_copy_up);
+
+fn link_of_lower_file(imp: Imp) {
+    let fx = Fixture::new(&["f a data"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("ln a c");
+    let same = "[ $(stat -c %i a) = $(stat -c %i c) ] && stat -c %h a c";
+    assert_eq!(m.sh(same), "2\n2\n");
+    m.sh("echo more >> c");
+    assert_eq!(m.sh("cat a"), "data\nmore\n");
+    m.sh("rm a");
+    assert_eq!(m.sh("stat -c %h c; cat c"), "1\ndata\nmore\n");
+}
+both!(link_of_lower_file);
 
 fn special_files(imp: Imp) {
     let fx = Fixture::new(&["l ln target\np fifo\nc dev 1 3\ns sock"]);
@@ -513,6 +524,63 @@ fn read_only_gives_erofs(imp: Imp) {
     assert!(!fx.up("a").exists() && !fx.up("new").exists());
 }
 both!(read_only_gives_erofs);
+
+fn readdir_large_merged(imp: Imp) {
+    // More entries than one readdir reply holds, overlapping across layers.
+    let fx = Fixture::new(&["d big", "d big"]).with_upper("d big");
+    for i in 0..1500 {
+        std::fs::write(fx.lowers[0].join(format!("big/top-{i:04}")), "t").unwrap();
+        std::fs::write(fx.lowers[1].join(format!("big/low-{i:04}")), "l").unwrap();
+        if i % 2 == 0 {
+            std::fs::write(fx.lowers[1].join(format!("big/top-{i:04}")), "dup").unwrap();
+        }
+        if i % 3 == 0 {
+            common::mknod_chr(&fx.upper.join(format!("big/low-{i:04}")), 0, 0);
+        }
+    }
+    let m = fx.mount(imp, "", "");
+    let out = m.sh(
+        "ls -f big | grep -v '^\\.' | sort | uniq -c | awk '$1 != 1' | wc -l; ls -A big | wc -l",
+    );
+    assert_eq!(
+        out, "0\n2500\n",
+        "duplicates, then total (1500 + 1500 - 500 whited out)"
+    );
+}
+both!(readdir_large_merged);
+
+fn concurrent_copy_up(imp: Imp) {
+    let fx = Fixture::new(&["big f 16\nf g 0"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("for i in 1 2 3 4 5 6 7 8; do (echo $i >> f; echo $i >> g) & done; wait");
+    assert_eq!(m.sh("stat -c %s f"), format!("{}\n", (16 << 20) + 16));
+    assert_eq!(m.sh("sort -n g | tr -d '\\n'"), "012345678");
+    m.sh(&format!(
+        "cmp -n {} f {}",
+        16 << 20,
+        fx.lowers[0].join("f").display()
+    ));
+}
+both!(concurrent_copy_up);
+
+fn posix_odds_and_ends(imp: Imp) {
+    let fx = Fixture::new(&["f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000"]);
+    let m = fx.mount(imp, "", "");
+    // O_EXCL on a lower name.
+    let out = m.try_sh("set -C; echo > a");
+    assert!(!out.success() && out.stderr.contains("exists"), "{out:?}");
+    // truncate, rename over a lower file, chmod of a lower dir, utimes of a lower file.
+    m.sh("truncate -s 2 a && mv a b && chmod 751 d && touch -m -d @1234567890 e");
+    assert_eq!(m.sh("cat b; echo; ls -A"), "12\nb\nd\ne\n");
+    assert_eq!(m.sh("stat -c '%a' d; stat -c '%Y' e"), "751\n1234567890\n");
+    // A name changes type: file -> dir, dir -> file.
+    m.sh("rm b && mkdir b && echo y > b/y && rm -r d && echo now-a-file > d");
+    assert_eq!(m.sh("cat b/y d; ls -A b"), "y\nnow-a-file\ny\n");
+    // O_APPEND writes land at the end.
+    m.sh("echo 1 >> e && echo 2 >> e");
+    assert_eq!(m.sh("cat e"), "e\n1\n2\n");
+}
+both!(posix_odds_and_ends);
 
 // --- rcl-fs only -------------------------------------------------------------------------------
 
