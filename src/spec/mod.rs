@@ -28,7 +28,8 @@ pub struct SpecError {
 
 impl SpecError {
     fn from_diagnostics(file: &Path, src: &str, mut diagnostics: Vec<Diagnostic>) -> Self {
-        diagnostics.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        // Problems with a place first, in file order; then those about the file as a whole.
+        diagnostics.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
         let mut message = diagnostics
             .iter()
             .map(|d| d.render(file, src))

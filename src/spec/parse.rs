@@ -134,6 +134,9 @@ fn check_keys(cx: &mut Cx, t: &Tbl, known: &[&str]) {
         }
         let help = match suggest(name, known) {
             Some(s) => format!("did you mean \"{s}\"?"),
+            None if t.span.is_some() && TOP_KEYS.contains(&name) => {
+                format!("\"{name}\" is a top-level key: move it above the first [table] header")
+            }
             None => format!("{} accepts: {}", t.what, known.join(", ")),
         };
         cx.err_help(
@@ -572,8 +575,12 @@ fn layer(cx: &mut Cx, item: &Val) -> Option<Layer> {
             }
         }
         DeValue::Table(_) => {
+            let before = cx.errors.len();
             let t = open(cx, item, "a host layer", HOST_LAYER_KEYS)?;
             let Some(v) = t.get("host") else {
+                if cx.errors.len() > before {
+                    return None; // A misspelt `host` was already reported.
+                }
                 cx.err_help(
                     item.span(),
                     "a layer table needs `host`: the host programs to copy",
