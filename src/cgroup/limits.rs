@@ -155,6 +155,15 @@ pub(crate) fn apply_v2(w: Want, dir: &Path, r: &Resources) -> anyhow::Result<Opt
 
 /// Reason for a limit whose v1 hierarchy this user cannot write.
 pub(crate) fn v1_not_writable(w: Want, mount: &Path, uid: u32) -> String {
+    if uid == 0 {
+        return format!(
+            "the cgroup v1 '{}' hierarchy at {} is not writable even by root (a read-only \
+             mount, as inside a container): remount it read-write or give the container a \
+             writable cgroup mount",
+            w.v1,
+            mount.display()
+        );
+    }
     format!(
         "the cgroup v1 '{}' hierarchy at {} is not writable by user {uid}, and cgroup v1 cannot \
          be delegated to unprivileged users: run rcl as root, or use a cgroup v2 host with the \
@@ -220,8 +229,26 @@ pub(crate) fn v2_unavailable(w: Want, top: &Path, available: &[String], uid: u32
     }
 }
 
-/// Enables controller `c` in `dir`'s cgroup.subtree_control. `Err(reason)` when it cannot be.
-pub(crate) fn enable_v2(dir: &Path, c: &str, uid: u32) -> Result<(), String> {
+/// Why a controller could not be enabled for a group's children.
+#[derive(Debug)]
+pub(crate) enum EnableError {
+    /// The group has processes of its own ("no internal processes" rule); the reason says so.
+    Busy(String),
+    /// Any other refusal, with the reason.
+    Other(String),
+}
+
+impl EnableError {
+    /// The reason, whatever the kind.
+    pub(crate) fn reason(self) -> String {
+        match self {
+            EnableError::Busy(s) | EnableError::Other(s) => s,
+        }
+    }
+}
+
+/// Enables controller `c` in `dir`'s cgroup.subtree_control.
+pub(crate) fn enable_v2(dir: &Path, c: &str, uid: u32) -> Result<(), EnableError> {
     let file = dir.join("cgroup.subtree_control");
     let now = std::fs::read_to_string(&file).unwrap_or_default();
     if now.split_whitespace().any(|x| x == c) {
@@ -229,23 +256,25 @@ pub(crate) fn enable_v2(dir: &Path, c: &str, uid: u32) -> Result<(), String> {
     }
     match super::fsops::write_raw(&file, &format!("+{c}")) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(format!(
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(EnableError::Busy(format!(
             "cannot enable cgroup v2 controller '{c}' for the children of {}: it has processes \
              of its own, and the kernel's \"no internal processes\" rule forbids that; start rcl \
              in its own scope (`systemd-run --user --scope rcl ...`) so that {} has none",
             dir.display(),
             dir.display()
-        )),
-        Err(e) if super::fsops::is_permission(&e) || !writable(&file) => Err(format!(
-            "cgroup v2 controller '{c}' is not delegated to user {uid}: {} is not writable \
+        ))),
+        Err(e) if super::fsops::is_permission(&e) || !writable(&file) => {
+            Err(EnableError::Other(format!(
+                "cgroup v2 controller '{c}' is not delegated to user {uid}: {} is not writable \
              ({e}); enable it with `systemctl edit user@{uid}.service` \
              (Delegate=cpu cpuset io memory pids) or run as root",
-            file.display()
-        )),
-        Err(e) => Err(format!(
+                file.display()
+            )))
+        }
+        Err(e) => Err(EnableError::Other(format!(
             "cannot enable cgroup v2 controller '{c}': writing '+{c}' to {} failed: {e}",
             file.display()
-        )),
+        ))),
     }
 }
 

@@ -16,6 +16,16 @@
 //!
 //! A limit goes to the v1 hierarchy that has its controller, else to the v2 tree. Rootless with
 //! no limits asked for never warns: groups that cannot be made are simply not made.
+//!
+//! Details worth knowing:
+//! - v1 cpuset groups get their parent's cpus and mems first (tasks cannot join otherwise);
+//!   memory also sets memory.memsw (v1) or memory.swap.max = 0 (v2) so the limit is real;
+//!   cpus become a CFS quota over a 100 ms period; io_weight (1..=10000) is scaled onto
+//!   blkio.weight (10..=1000) or BFQ's weight (1..=1000).
+//! - v2 "no internal processes" rule: when rcl is alone in `<top>` and the kernel refuses to
+//!   enable a controller there, rcl moves itself into the leaf `<top>/rcl-launcher` first.
+//! - A group left by a crash (same name, no live process) is removed and made afresh; one with
+//!   live processes makes [`Cgroup::create`] fail ("already running").
 
 mod fsops;
 mod host;
@@ -37,6 +47,10 @@ const TRACKED_V1: [&str; 7] = [
 
 /// Name of the shared parent group under which every container's group is made.
 pub const PARENT: &str = "rcl";
+
+/// The v2 leaf rcl moves itself into when it is alone in the top of its delegated subtree,
+/// so that the top may enable controllers for its children.
+pub const LAUNCHER: &str = "rcl-launcher";
 
 /// How long [`Cgroup::kill_all`] keeps killing before it gives up.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -147,7 +161,7 @@ impl Cgroup {
             .collect()
     }
 
-    /// Moves process `pid` into the cgroup(s).
+    /// Moves process `pid` into the cgroup(s) (`0` moves the calling process).
     pub fn add_pid(&self, pid: i32) -> anyhow::Result<()> {
         for file in self.procs_files() {
             fsops::write_raw(&file, &pid.to_string()).with_context(|| {
@@ -414,8 +428,9 @@ fn mkdir_shared(dir: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Makes the container's own group `dir`. An existing empty group (left by a crash) is reused;
-/// one with live processes is an error. `Ok(true)` when this call made it.
+/// Makes the container's own group `dir`. An existing group without live processes (left by a
+/// crash) is made afresh, so none of its old limits remain; one with live processes is an
+/// error. `Ok(true)` when this call made it.
 fn mkdir_leaf(dir: &Path, name: &str) -> std::io::Result<bool> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
@@ -437,6 +452,12 @@ fn mkdir_leaf(dir: &Path, name: &str) -> std::io::Result<bool> {
                      '{name}' already running?",
                     dir.display()
                 )));
+            }
+            // Fresh limits: remove the stale group and make it again; if the kernel still
+            // holds it (exiting tasks), reuse it.
+            if std::fs::remove_dir(dir).is_ok() {
+                std::fs::create_dir(dir)?;
+                return Ok(true);
             }
             Ok(false)
         }
@@ -628,11 +649,13 @@ impl CgroupHost {
                 b.skip(w.key, limits::v2_unavailable(w, &top, &available, b.uid));
                 continue;
             }
-            match limits::enable_v2(&top, w.v2, b.uid)
-                .and_then(|()| limits::enable_v2(&parent, w.v2, b.uid))
-            {
+            let mut at_top = limits::enable_v2(&top, w.v2, b.uid);
+            if matches!(at_top, Err(limits::EnableError::Busy(_))) && self.leave_top(&top)? {
+                at_top = limits::enable_v2(&top, w.v2, b.uid);
+            }
+            match at_top.and_then(|()| limits::enable_v2(&parent, w.v2, b.uid)) {
                 Ok(()) => usable.push(w),
-                Err(why) => b.skip(w.key, why),
+                Err(e) => b.skip(w.key, e.reason()),
             }
         }
         let dir = parent.join(name);
@@ -646,6 +669,24 @@ impl CgroupHost {
             }
         }
         Ok(())
+    }
+
+    /// The "no internal processes" rule: a v2 group with processes of its own cannot enable
+    /// controllers for its children. When the only process in `top` is this one (rcl started
+    /// straight in a delegated scope), it moves itself into the leaf `<top>/rcl-launcher` and
+    /// returns true; with other processes there it leaves them alone and returns false.
+    fn leave_top(&self, top: &Path) -> anyhow::Result<bool> {
+        let me = std::process::id() as i32;
+        let mut there = read_procs(&top.join("cgroup.procs"))?;
+        there.retain(|&p| !fsops::is_dead(p));
+        if there != [me] {
+            return Ok(false);
+        }
+        let leaf = top.join(LAUNCHER);
+        mkdir_shared(&leaf).with_context(|| format!("creating cgroup {}", leaf.display()))?;
+        fsops::write_value(&leaf.join("cgroup.procs"), "0")
+            .with_context(|| format!("moving rcl itself out of {}", top.display()))?;
+        Ok(true)
     }
 
     /// Finds container `name`'s existing groups on this host: see [`Cgroup::open`].
@@ -790,5 +831,101 @@ mod tests {
         assert_eq!(delegation_top(&u).as_deref(), Some(&*d.path().join("a/b")));
         std::fs::set_permissions(d.path().join("a"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
+    }
+
+    /// This process's view with only the cgroup2 tree kept.
+    fn v2_only() -> Option<CgroupHost> {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let keep = |t: &str, f: &dyn Fn(&str) -> bool| -> String {
+            t.lines()
+                .filter(|l| f(l))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let h = CgroupHost::from_proc_text(
+            &keep(&mi, &|l| l.contains(" - cgroup2 ")),
+            &keep(&cg, &|l| l.starts_with("0::")),
+        );
+        (h.layout() == Layout::V2).then_some(h)
+    }
+
+    /// Run in a child process by `busy_top_moves_rcl_into_a_launcher_leaf`: this process is
+    /// alone in the group RCL_CG_TOP; enabling RCL_CG_CTRL for its children must first be
+    /// refused as busy, then work once `leave_top` moved this process into the leaf.
+    #[test]
+    #[ignore = "helper run in a child process by busy_top_moves_rcl_into_a_launcher_leaf"]
+    fn leave_top_child() {
+        let top = PathBuf::from(std::env::var("RCL_CG_TOP").unwrap());
+        let c = std::env::var("RCL_CG_CTRL").unwrap();
+        let host = v2_only().unwrap();
+        let first = limits::enable_v2(&top, &c, 0);
+        println!(
+            "\nFIRST {}",
+            matches!(first, Err(limits::EnableError::Busy(_)))
+        );
+        println!("MOVED {}", host.leave_top(&top).unwrap());
+        println!("SECOND {}", limits::enable_v2(&top, &c, 0).is_ok());
+    }
+
+    /// The "no internal processes" rule on the real cgroup2 tree, with a controller this
+    /// module does not otherwise use (hybrid hosts offer hugetlb, misc or rdma there).
+    #[test]
+    fn busy_top_moves_rcl_into_a_launcher_leaf() {
+        if !nix::unistd::geteuid().is_root() {
+            testkit::skip!("needs root to create groups in the cgroup2 root");
+        }
+        let Some(host) = v2_only() else {
+            testkit::skip!("no cgroup2 tree");
+        };
+        let root = host.unified().unwrap().mount.clone();
+        let offered = read_trim(&root.join("cgroup.controllers")).unwrap();
+        let Some(c) = ["hugetlb", "misc", "rdma"]
+            .into_iter()
+            .find(|c| offered.split_whitespace().any(|o| o == *c))
+        else {
+            testkit::skip!("the cgroup2 root offers no spare controller to test with");
+        };
+        let before = read_trim(&root.join("cgroup.subtree_control")).unwrap();
+        let was_on = before.split_whitespace().any(|o| o == c);
+        let top = root.join(format!("rcl-unit-busy-{}", std::process::id()));
+        std::fs::create_dir(&top).unwrap();
+        struct Cleanup(PathBuf, PathBuf, &'static str, bool);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = fsops::write_raw(&self.0.join("cgroup.kill"), "1");
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = std::fs::remove_dir(self.0.join(LAUNCHER));
+                let _ = std::fs::remove_dir(&self.0);
+                if !self.3 {
+                    let _ = fsops::write_raw(
+                        &self.1.join("cgroup.subtree_control"),
+                        &format!("-{}", self.2),
+                    );
+                }
+            }
+        }
+        let _cleanup = Cleanup(top.clone(), root.clone(), c, was_on);
+        limits::enable_v2(&root, c, 0).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let top_procs = top.join("cgroup.procs");
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$1\" && exec \"$0\" --ignored --exact cgroup::tests::leave_top_child --nocapture")
+            .arg(&exe)
+            .arg(&top_procs)
+            .env("RCL_CG_TOP", &top)
+            .env("RCL_CG_CTRL", c);
+        let out = testkit::run_timeout(&mut cmd, Duration::from_secs(30));
+        out.assert_ok();
+        for line in ["FIRST true", "MOVED true", "SECOND true"] {
+            assert!(
+                out.stdout.lines().any(|l| l == line),
+                "{line}: {}",
+                out.stdout
+            );
+        }
+        let on = read_trim(&top.join("cgroup.subtree_control")).unwrap();
+        assert!(on.split_whitespace().any(|o| o == c), "{on}");
     }
 }
