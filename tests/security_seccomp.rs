@@ -267,3 +267,53 @@ fn busybox_unshare_is_refused_and_ordinary_programs_work() {
     let unconfined = prep(&sec(&[], &[], false, Seccomp::Unconfined));
     run(&unconfined, 0, 0, &[], &["unshare", "-U", "true"]).assert_ok();
 }
+
+/// Not a test on its own (ignored): with `RCL_SECURITY_THREAD_HELPER` set, spawns a thread (glibc's
+/// pthread_create tries clone3 first) and prints a marker. Run by the test below under the
+/// filter.
+#[test]
+#[ignore = "helper run (with --ignored) by threads_work_under_the_filter_via_the_clone_fallback"]
+fn thread_helper() {
+    assert!(std::env::var_os("RCL_SECURITY_THREAD_HELPER").is_some());
+    let got = std::thread::spawn(|| 6 * 7).join().unwrap();
+    let st = std::fs::read_to_string("/proc/self/status").unwrap();
+    let seccomp = st.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+    println!("THREAD-OK {got} {}", seccomp.replace('\t', " "));
+}
+
+#[test]
+fn threads_work_under_the_filter_via_the_clone_fallback() {
+    if let Some(why) = unavailable() {
+        testkit::skip!("{why}");
+    }
+    use std::os::unix::process::CommandExt;
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no test user: {why}"),
+    };
+    let exe = std::env::current_exe().unwrap();
+    for (uid, gid) in [(0, 0), (uid, gid)] {
+        let p = prep(&sec(&[], &[], false, Seccomp::Default));
+        assert_eq!(probe(&p, uid, gid, clone3_null), Ok(libc::ENOSYS));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args([
+            "--exact",
+            "thread_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=2",
+        ])
+        .env("RCL_SECURITY_THREAD_HELPER", "1")
+        .current_dir("/");
+        // SAFETY: apply() makes only system calls.
+        unsafe {
+            cmd.pre_exec(move || p.apply(uid, gid, &[]).map_err(std::io::Error::from));
+        }
+        let out = testkit::run_timeout(&mut cmd, std::time::Duration::from_secs(30));
+        out.assert_ok();
+        assert!(
+            out.stdout.contains("THREAD-OK 42 Seccomp: 2"),
+            "uid {uid}: {out:?}"
+        );
+    }
+}
