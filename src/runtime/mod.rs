@@ -124,10 +124,10 @@ fn resolve_layers(spec: &Spec) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// Builds (or finds cached) a layer with host programs; wired to the spec helper's builder.
+/// Builds (or finds cached) a layer with host programs and their shared libraries.
 fn host_layer(progs: &[PathBuf]) -> Result<PathBuf> {
-    let _ = progs;
-    bail!("host program layers are not supported by this build yet")
+    crate::hostlayer::build(progs, &crate::paths::host_layer_cache())
+        .context("building the host program layer")
 }
 
 fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
