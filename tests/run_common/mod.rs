@@ -196,7 +196,8 @@ impl Env {
                 );
                 c
             }
-            As::User => testkit::as_test_user(&bin),
+            As::User if fuse_open_to_all() => testkit::as_test_user(&bin),
+            As::User => self.user_with_private_fuse(&bin),
         };
         cmd.env("HOME", self.path("home"))
             .env("XDG_RUNTIME_DIR", self.path("home/run"))
@@ -204,6 +205,45 @@ impl Env {
             .current_dir(self.dir.path());
         if let Some(v) = std::env::var_os("RCL_DEV_KERNEL_OVERLAY") {
             cmd.env("RCL_DEV_KERNEL_OVERLAY", v);
+        }
+        cmd
+    }
+
+    /// Distributions make /dev/fuse 0666; where it is root-only (no udev rule on this machine),
+    /// run rcl as the test user in a private mount namespace where a node of its own is bound
+    /// over /dev/fuse. The host's /dev/fuse is left alone.
+    fn user_with_private_fuse(&self, bin: &Path) -> Command {
+        let (uid, gid) = testkit::test_user().unwrap();
+        let node = self.path("home/fuse");
+        if !node.exists() {
+            nix::sys::stat::mknod(
+                &node,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                nix::sys::stat::makedev(10, 229),
+            )
+            .expect("mknod fuse");
+            std::os::unix::fs::chown(&node, Some(uid), Some(gid)).unwrap();
+        }
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind \"$RCL_TEST_FUSE\" /dev/fuse && \
+                 exec setpriv --reuid={uid} --regid={gid} --clear-groups -- \"$0\" \"$@\""
+            ))
+            .arg(bin)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("RCL_TEST_FUSE", &node);
+        // SAFETY: setsid is async-signal-safe and only affects the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
         }
         cmd
     }
@@ -314,6 +354,11 @@ impl Env {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// True when /dev/fuse is readable and writable by every user.
+pub fn fuse_open_to_all() -> bool {
+    std::fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
 }
 
 /// rcl cgroup directories whose name starts with `prefix`.
