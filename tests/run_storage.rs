@@ -16,7 +16,10 @@ fn readonly_rootfs(who: As) {
     let out = env.run(&spec);
     out.assert_ok();
     assert!(out.stdout.contains("Read-only file system"), "{out:#?}");
-    assert!(out.stdout.contains("rc=1\nhello from the app layer\n"), "{out:#?}");
+    assert!(
+        out.stdout.contains("rc=1\nhello from the app layer\n"),
+        "{out:#?}"
+    );
     env.assert_clean();
 }
 
@@ -58,7 +61,10 @@ fn uppers(who: As) {
     let out = env.run(&spec);
     out.assert_ok();
     assert_eq!(out.stdout, "first\n", "{out:#?}");
-    assert_eq!(std::fs::read_to_string(upper.join("data")).unwrap(), "kept\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("data")).unwrap(),
+        "kept\n"
+    );
     assert!(upper.join("srv/d").is_dir());
     assert_eq!(
         std::fs::read_to_string(upper.join("app.txt")).unwrap(),
@@ -106,8 +112,7 @@ fn volumes_binds_tmpfs(who: As) {
     let out = env.run(&spec);
     out.assert_ok();
     assert_eq!(
-        out.stdout,
-        "none\nfrom the host\nbind-ro\n1\ntmpfs-full\n",
+        out.stdout, "none\nfrom the host\nbind-ro\n1\ntmpfs-full\n",
         "{out:#?}"
     );
     let out = env.run(&spec);
@@ -119,7 +124,10 @@ fn volumes_binds_tmpfs(who: As) {
     } else {
         vol
     };
-    assert_eq!(std::fs::read_to_string(vol.join("count")).unwrap(), "run\nrun\n");
+    assert_eq!(
+        std::fs::read_to_string(vol.join("count")).unwrap(),
+        "run\nrun\n"
+    );
     assert!(!src.join("w").exists());
     if who == As::Root {
         let _ = std::fs::remove_dir_all(&vol);
@@ -145,7 +153,13 @@ fn root_with_userns() {
     let out = env.rcl(&["run", "--userns", spec.to_str().unwrap()]);
     out.assert_ok();
     // A user namespace has a real map (the initial namespace's is 0 0 4294967295).
-    let uid_map = out.stdout.lines().next().unwrap_or_default().trim().to_string();
+    let uid_map = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     assert!(uid_map == "1" || uid_map == "2", "{out:#?}");
     assert!(out.stdout.ends_with("hi\n"), "{out:#?}");
     env.assert_clean();
@@ -158,5 +172,8 @@ fn hello_example() {
     let env = Env::new(As::Root, "hello");
     let out = env.rcl(&["run", spec.to_str().unwrap()]);
     out.assert_ok();
-    assert!(out.stdout.starts_with("Hello from hello\nI am pid 2\n"), "{out:#?}");
+    assert!(
+        out.stdout.starts_with("Hello from hello\nI am pid 2\n"),
+        "{out:#?}"
+    );
 }
