@@ -135,6 +135,9 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
         None => {
             sys::close_raw(rcl.as_fd().as_raw_fd());
             sys::close_raw(to_server.as_fd().as_raw_fd());
+            if let Some(fd) = plan.tty_slave {
+                sys::close_raw(fd);
+            }
             super::server::server_main(plan, &mut server_end)
         }
         Some(pid) => cleanup.server = Some(pid),
@@ -163,6 +166,10 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
     };
     cleanup.init = Some(init);
     drop(init_end);
+    // Only the container holds the terminal now: its master sees EOF when the container ends.
+    if let Some(fd) = plan.tty_slave {
+        sys::close_raw(fd);
+    }
     let init_fd = sys::pidfd_open(init).context("pidfd_open on the container init")?;
     rcl.send("pid", &init.to_string())?;
 

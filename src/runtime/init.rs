@@ -242,6 +242,19 @@ impl Command {
 
     /// Becomes the user, applies the security settings and execs; returns only on failure.
     fn exec(&self, plan: &Plan, id: &Ident) -> anyhow::Error {
+        if let Some(tty) = plan.tty_slave {
+            // A session of its own with the terminal as controlling terminal and stdio.
+            let _ = nix::unistd::setsid();
+            for fd in 0..3 {
+                if let Err(e) = sys::dup2_raw(tty, fd) {
+                    return anyhow::Error::new(e).context("attaching the terminal");
+                }
+            }
+            sys::close_raw(tty);
+            if let Err(e) = sys::set_controlling_tty(0) {
+                return anyhow::Error::new(e).context("TIOCSCTTY");
+            }
+        }
         if let Err(e) = security_glue::apply(&plan.security, id.uid, id.gid, &id.groups) {
             return e.context("applying the security settings");
         }
@@ -261,9 +274,9 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
     let child = match sys::fork().context("forking the command")? {
         None => {
             let _ = mask.thread_unblock();
-            let _ = nix::unistd::setsid();
-            if plan.pass_stdin && sys::isatty(0) {
-                let _ = sys::set_controlling_tty(0);
+            if plan.tty_slave.is_none() {
+                // Out of rcl's process group: terminal signals go through rcl and init.
+                let _ = nix::unistd::setsid();
             }
             let e = cmd.exec(plan, id);
             let _ = chan.send("exec", &format!("{e:#}"));
@@ -272,8 +285,12 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
         Some(pid) => pid,
     };
     // The command's copy of the channel reports an exec failure; ours is no longer needed
-    // (this process only ever leaves through exit_now, so the Chan is never dropped).
+    // (this process only ever leaves through exit_now, so the Chan is never dropped). Nor is
+    // the terminal: the command holds it.
     sys::close_raw(chan_fd(chan));
+    if let Some(tty) = plan.tty_slave {
+        sys::close_raw(tty);
+    }
     loop {
         let sig = mask.wait().context("waiting for signals in init")?;
         if sig != Signal::SIGCHLD {

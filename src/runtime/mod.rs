@@ -23,7 +23,7 @@ mod server;
 mod sys;
 
 use std::fs;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,9 @@ pub struct RunOptions {
     pub require_limits: bool,
     /// Use a user namespace even when running as root (always used when rootless).
     pub userns: bool,
+    /// Give the container a terminal of its own (a pseudo-terminal relayed to rcl's stdin and
+    /// stdout, whose size follows rcl's terminal). `rcl run` sets it when stdin is a terminal.
+    pub terminal: bool,
 }
 
 /// How a container ended.
@@ -81,6 +84,8 @@ pub(crate) struct Plan {
     process: Process,
     init: bool,
     pass_stdin: bool,
+    /// The terminal's slave side, which becomes the command's stdin, stdout and stderr.
+    tty_slave: Option<std::os::fd::RawFd>,
     security: security_glue::Prepared,
 }
 
@@ -91,6 +96,7 @@ pub struct Container {
     plan: Plan,
     holder: Option<Pid>,
     chan: Chan,
+    pty_master: Option<OwnedFd>,
     init_pid: Pid,
     cgroup: Option<Cgroup>,
     exit: Option<Exit>,
@@ -193,6 +199,7 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
         process,
         init: spec.lifecycle.init,
         pass_stdin: opts.interactive || sys::isatty(0),
+        tty_slave: None,
         security: security_glue::prepare(&spec.security)?,
     })
 }
@@ -266,7 +273,15 @@ impl Container {
     /// code): the `rcl` binary is.
     pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
         let id = format!("{}-{}", spec.name, std::process::id());
-        let plan = build_plan(spec, opts, &id)?;
+        let mut plan = build_plan(spec, opts, &id)?;
+        let pty = if opts.terminal {
+            let ws = sys::get_winsize(0);
+            let p = nix::pty::openpty(ws.as_ref(), None).context("allocating a terminal")?;
+            plan.tty_slave = Some(p.slave.as_raw_fd());
+            Some(p)
+        } else {
+            None
+        };
         if let Err(e) = prepare_dirs(&plan) {
             if plan.state.is_dir() {
                 let _ = fs::remove_dir_all(&plan.state);
@@ -284,7 +299,10 @@ impl Container {
         let mut cg_copy = cgroup;
         let holder = match sys::fork().context("forking the holder") {
             Ok(None) => {
-                sys::close_raw(std::os::fd::AsRawFd::as_raw_fd(&chan.as_fd()));
+                sys::close_raw(chan.as_fd().as_raw_fd());
+                if let Some(p) = &pty {
+                    sys::close_raw(p.master.as_raw_fd());
+                }
                 holder::holder_main(&plan, &mut holder_end, &mut cg_copy)
             }
             Ok(Some(pid)) => pid,
@@ -297,11 +315,16 @@ impl Container {
             }
         };
         drop(holder_end);
+        let pty_master = pty.map(|p| {
+            drop(p.slave);
+            p.master
+        });
         let mut c = Container {
             id,
             plan,
             holder: Some(holder),
             chan,
+            pty_master,
             init_pid: Pid::from_raw(0),
             cgroup: cg_copy,
             exit: None,
@@ -388,6 +411,12 @@ impl Container {
             return Ok(());
         }
         self.chan.send("kill", "").context("killing the container")
+    }
+
+    /// The terminal's master side when the container has one ([`RunOptions::terminal`]):
+    /// what the container writes can be read here, and what is written here is its input.
+    pub fn terminal(&self) -> Option<BorrowedFd<'_>> {
+        self.pty_master.as_ref().map(|m| m.as_fd())
     }
 
     /// The configured stop signal and timeout (`[lifecycle]`).
@@ -477,10 +506,66 @@ impl Drop for Container {
     }
 }
 
+/// Puts rcl's terminal in raw mode while the container owns a terminal; restores it on drop.
+struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    fn enter() -> RawMode {
+        let stdin = std::io::stdin();
+        let Ok(saved) = nix::sys::termios::tcgetattr(&stdin) else {
+            return RawMode { saved: None };
+        };
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// Copies what is readable on `from` to `to`; false at end of file or on error.
+fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(from, &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let mut off = 0;
+            while off < n {
+                match nix::unistd::write(to, &buf[off..n]) {
+                    Ok(w) => off += w,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        let mut fds = [PollFd::new(to, PollFlags::POLLOUT)];
+                        let _ = poll(&mut fds, PollTimeout::from(100u8));
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        }
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
 /// Runs the container described by `spec` in the foreground and returns its exit status
 /// (128+N when killed by signal N). Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
 /// SIGUSR2 and SIGWINCH; a Ctrl-C (SIGINT) stops the container with its stop signal, then
-/// SIGKILL after the stop timeout. Leaves nothing behind.
+/// SIGKILL after the stop timeout. With [`RunOptions::terminal`], relays the container's
+/// terminal to rcl's stdin and stdout (in raw mode). Leaves nothing behind.
 pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -492,9 +577,23 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
     let mut c = Container::create(spec, opts)?;
+    let _raw = c.terminal().is_some().then(RawMode::enter);
+    if let Some(m) = c.terminal() {
+        let flags = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_GETFL).context("fcntl")?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_SETFL(flags)).context("fcntl")?;
+    }
+    let master_fd: Option<OwnedFd> = match c.terminal() {
+        Some(m) => Some(m.try_clone_to_owned().context("dup of the terminal")?),
+        None => None,
+    };
     c.start()?;
     let (stop_signal, stop_timeout) = c.stop_policy();
     let mut kill_at: Option<Instant> = None;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut stdin_open = c.terminal().is_some();
+    let mut master_open = c.terminal().is_some();
     loop {
         let timeout = match kill_at {
             None => PollTimeout::NONE,
@@ -503,17 +602,39 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(c.as_fd(), PollFlags::POLLIN),
         ];
+        let master = master_fd.as_ref().map(|m| m.as_fd());
+        if let (true, Some(m)) = (master_open, master) {
+            fds.push(PollFd::new(m, PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("poll"),
         }
-        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let c_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
-        if sig_ready {
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut i = 2;
+        if let (true, Some(m)) = (master_open, master) {
+            if ready[i] {
+                master_open = pump(m, stdout.as_fd());
+            }
+            i += 1;
+        }
+        if stdin_open && ready[i] {
+            if let Some(m) = master {
+                stdin_open = pump(stdin.as_fd(), m);
+            }
+        }
+        if ready[0] {
             while let Ok(Some(info)) = sfd.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGINT as i32 {
@@ -521,12 +642,25 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
                         kill_at = Some(Instant::now() + stop_timeout);
                         c.signal(stop_signal)?;
                     }
+                } else if sig == Signal::SIGWINCH as i32 && master.is_some() {
+                    if let (Some(ws), Some(m)) = (sys::get_winsize(0), master) {
+                        sys::set_winsize(m.as_raw_fd(), &ws);
+                    }
                 } else {
                     c.signal(sig)?;
                 }
             }
         }
-        if c_ready {
+        if ready[1] {
+            // Drain what the container wrote before it ended.
+            if let (true, Some(m)) = (master_open, master) {
+                while pump(m, stdout.as_fd()) {
+                    let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
+                    if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            }
             if let Some(exit) = c.try_wait()? {
                 return Ok(exit);
             }

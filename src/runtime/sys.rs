@@ -105,3 +105,19 @@ pub fn close_raw(fd: RawFd) {
         libc::close(fd);
     }
 }
+
+/// The window size of the terminal on `fd`, if it is one.
+pub fn get_winsize(fd: RawFd) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain old data; all-zero is valid.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into `ws`, which outlives the call; the result is checked.
+    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
+}
+
+/// Sets the window size of the terminal on `fd` (the kernel then signals SIGWINCH).
+pub fn set_winsize(fd: RawFd, ws: &libc::winsize) {
+    // SAFETY: TIOCSWINSZ reads `ws`, which outlives the call.
+    unsafe {
+        libc::ioctl(fd, libc::TIOCSWINSZ, ws);
+    }
+}
