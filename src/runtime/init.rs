@@ -258,6 +258,8 @@ impl Command {
         if let Err(e) = security_glue::apply(&plan.security, id.uid, id.gid, &id.groups) {
             return e.context("applying the security settings");
         }
+        // Descriptors rcl's caller left open do not reach the command.
+        sys::cloexec_from(3);
         let err = nix::unistd::execve(&self.path, &self.argv, &self.envp).unwrap_err();
         anyhow::Error::new(err).context(format!("exec {}", self.display))
     }

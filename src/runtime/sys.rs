@@ -121,3 +121,17 @@ pub fn set_winsize(fd: RawFd, ws: &libc::winsize) {
         libc::ioctl(fd, libc::TIOCSWINSZ, ws);
     }
 }
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`, Linux 5.11+; older kernels keep them).
+pub fn cloexec_from(first: u32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
