@@ -183,3 +183,41 @@ fn capabilities_root() {
 fn capabilities_rootless() {
     capabilities(As::User);
 }
+
+fn shared_namespaces(who: As) {
+    need!(who);
+    let env = Env::new(who, "hostns");
+    // Host network: the host's interfaces, and /sys is the host's, read-only all the way down.
+    let spec = env.spec(
+        "ls /sys/class/net | wc -l; touch /sys/x 2>/dev/null || echo sys-ro; \
+         for m in $(awk '$5 ~ \"^/sys/\" {print $5}' /proc/self/mountinfo); do \
+         touch $m/x 2>/dev/null && echo writable $m; done; echo end",
+        "[namespaces]\nnetwork = \"host\"\n",
+    );
+    let out = env.run(&spec);
+    out.assert_ok();
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let mut lines = out.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(host_ifaces.to_string().as_str()),
+        "{out:#?}"
+    );
+    assert_eq!(lines.next(), Some("sys-ro"), "{out:#?}");
+    assert_eq!(
+        lines.next(),
+        Some("end"),
+        "a /sys submount is writable: {out:#?}"
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn shared_namespaces_root() {
+    shared_namespaces(As::Root);
+}
+
+#[test]
+fn shared_namespaces_rootless() {
+    shared_namespaces(As::User);
+}

@@ -130,6 +130,44 @@ fn remount_ro(p: &Path) -> Result<()> {
     mnt(None, p, None, flags, None).with_context(|| format!("making {} read-only", p.display()))
 }
 
+/// Remounts the bind mount at `p` and every mount below it read-only.
+fn remount_ro_recursive(p: &Path) -> Result<()> {
+    remount_ro(p)?;
+    let info = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let prefix = format!("{}/", p.display());
+    for line in info.lines() {
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let mp = unescape(mp);
+        if mp.starts_with(&prefix) {
+            // Mounts the kernel refuses to change (locked, or already gone) are left as they are.
+            let _ = remount_ro(Path::new(&mp));
+        }
+    }
+    Ok(())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space...).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = digits.and_then(|t| u8::from_str_radix(t, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Builds the container's tree under `plan.root` (in the container's new mount namespace),
 /// then pivots into it.
 pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
@@ -183,7 +221,7 @@ pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
-        remount_ro(&sys_dir)?;
+        remount_ro_recursive(&sys_dir)?;
     }
 
     // /etc/hostname, /etc/hosts, /etc/resolv.conf: best effort (a read-only root without
