@@ -59,7 +59,7 @@ fn terminal() {
     }
     let env = Env::new(As::Root, "tty");
     let spec = env.spec(
-        "test -t 0 && test -t 1 && echo both-tty; read -r l; echo got=$l; exit 4",
+        "test -t 0 && test -t 1 && echo both-tty; tty; read -r l; echo got=$l; exit 4",
         "",
     );
     let mut cmd = env.command();
@@ -72,6 +72,8 @@ fn terminal() {
     let out = testkit::sh(&script, run_common::TIMEOUT);
     assert!(out.stdout.contains("both-tty"), "{out:#?}");
     assert!(out.stdout.contains("got=hello"), "{out:#?}");
+    // The terminal lives in the container's own /dev/pts.
+    assert!(out.stdout.contains("/dev/pts/0"), "{out:#?}");
     assert_eq!(out.code(), Some(4), "{out:#?}");
     env.assert_clean();
 }

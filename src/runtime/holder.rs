@@ -135,9 +135,6 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
         None => {
             sys::close_raw(rcl.as_fd().as_raw_fd());
             sys::close_raw(to_server.as_fd().as_raw_fd());
-            if let Some(fd) = plan.tty_slave {
-                sys::close_raw(fd);
-            }
             super::server::server_main(plan, &mut server_end)
         }
         Some(pid) => cleanup.server = Some(pid),
@@ -166,10 +163,6 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
     };
     cleanup.init = Some(init);
     drop(init_end);
-    // Only the container holds the terminal now: its master sees EOF when the container ends.
-    if let Some(fd) = plan.tty_slave {
-        sys::close_raw(fd);
-    }
     let init_fd = sys::pidfd_open(init).context("pidfd_open on the container init")?;
     rcl.send("pid", &init.to_string())?;
 
@@ -204,6 +197,11 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
             for m in msgs {
                 if m.word == "err" || m.word == "exec" {
                     failure = Some((m.word, m.arg));
+                } else if m.word == "pty" {
+                    // The container's terminal: pass it on to rcl.
+                    if let Some(fd) = to_init.take_fd() {
+                        rcl.send_fd("pty", "", fd.as_fd())?;
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -193,10 +193,15 @@ fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
     sys::umask(0o022);
 
     let cmd = Command::new(&plan.process.args, &env)?;
-    if plan.init {
-        run_init(plan, chan, &cmd, &id)
+    let tty = if plan.terminal {
+        Some(open_terminal(chan, &id)?)
     } else {
-        Err(cmd.exec(plan, &id))
+        None
+    };
+    if plan.init {
+        run_init(plan, chan, &cmd, &id, tty)
+    } else {
+        Err(cmd.exec(plan, &id, tty.as_ref().map(|t| t.as_raw_fd())))
     }
 }
 
@@ -241,8 +246,8 @@ impl Command {
     }
 
     /// Becomes the user, applies the security settings and execs; returns only on failure.
-    fn exec(&self, plan: &Plan, id: &Ident) -> anyhow::Error {
-        if let Some(tty) = plan.tty_slave {
+    fn exec(&self, plan: &Plan, id: &Ident, tty: Option<RawFd>) -> anyhow::Error {
+        if let Some(tty) = tty {
             // A session of its own with the terminal as controlling terminal and stdio.
             let _ = nix::unistd::setsid();
             for fd in 0..3 {
@@ -250,7 +255,7 @@ impl Command {
                     return anyhow::Error::new(e).context("attaching the terminal");
                 }
             }
-            sys::close_raw(tty);
+            // The original descriptor is close-on-exec.
             if let Err(e) = sys::set_controlling_tty(0) {
                 return anyhow::Error::new(e).context("TIOCSCTTY");
             }
@@ -265,7 +270,38 @@ impl Command {
     }
 }
 
-fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<Infallible> {
+/// Makes a terminal in the container's own /dev/pts, sends its master side to rcl (through
+/// the holder) and returns the slave side, owned by the command's user.
+fn open_terminal(chan: &mut Chan, id: &Ident) -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .context("opening /dev/ptmx")?;
+    nix::pty::grantpt(&master).context("grantpt")?;
+    nix::pty::unlockpt(&master).context("unlockpt")?;
+    let name = nix::pty::ptsname_r(&master).context("ptsname")?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("opening {name}"))?;
+    let _ = nix::unistd::fchown(
+        &slave,
+        Some(nix::unistd::Uid::from_raw(id.uid)),
+        Some(nix::unistd::Gid::from_raw(id.gid)),
+    );
+    chan.send_fd("pty", "", master.as_fd())
+        .context("handing the terminal to rcl")?;
+    Ok(slave)
+}
+
+fn run_init(
+    plan: &Plan,
+    chan: &mut Chan,
+    cmd: &Command,
+    id: &Ident,
+    tty: Option<OwnedFd>,
+) -> Result<Infallible> {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -276,11 +312,11 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
     let child = match sys::fork().context("forking the command")? {
         None => {
             let _ = mask.thread_unblock();
-            if plan.tty_slave.is_none() {
+            if tty.is_none() {
                 // Out of rcl's process group: terminal signals go through rcl and init.
                 let _ = nix::unistd::setsid();
             }
-            let e = cmd.exec(plan, id);
+            let e = cmd.exec(plan, id, tty.as_ref().map(|t| t.as_raw_fd()));
             let _ = chan.send("exec", &format!("{e:#}"));
             sys::exit_now(127)
         }
@@ -290,9 +326,7 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
     // (this process only ever leaves through exit_now, so the Chan is never dropped). Nor is
     // the terminal: the command holds it.
     sys::close_raw(chan_fd(chan));
-    if let Some(tty) = plan.tty_slave {
-        sys::close_raw(tty);
-    }
+    drop(tty);
     loop {
         let sig = mask.wait().context("waiting for signals in init")?;
         if sig != Signal::SIGCHLD {
@@ -314,7 +348,6 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
     }
 }
 
-fn chan_fd(chan: &Chan) -> std::os::fd::RawFd {
-    use std::os::fd::AsFd;
+fn chan_fd(chan: &Chan) -> RawFd {
     chan.as_fd().as_raw_fd()
 }

@@ -84,8 +84,8 @@ pub(crate) struct Plan {
     process: Process,
     init: bool,
     pass_stdin: bool,
-    /// The terminal's slave side, which becomes the command's stdin, stdout and stderr.
-    tty_slave: Option<std::os::fd::RawFd>,
+    /// Give the command a terminal made in the container's /dev/pts.
+    terminal: bool,
     security: security_glue::Prepared,
 }
 
@@ -199,7 +199,7 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
         process,
         init: spec.lifecycle.init,
         pass_stdin: opts.interactive || sys::isatty(0),
-        tty_slave: None,
+        terminal: opts.terminal,
         security: security_glue::prepare(&spec.security)?,
     })
 }
@@ -273,15 +273,7 @@ impl Container {
     /// code): the `rcl` binary is.
     pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
         let id = format!("{}-{}", spec.name, std::process::id());
-        let mut plan = build_plan(spec, opts, &id)?;
-        let pty = if opts.terminal {
-            let ws = sys::get_winsize(0);
-            let p = nix::pty::openpty(ws.as_ref(), None).context("allocating a terminal")?;
-            plan.tty_slave = Some(p.slave.as_raw_fd());
-            Some(p)
-        } else {
-            None
-        };
+        let plan = build_plan(spec, opts, &id)?;
         if let Err(e) = prepare_dirs(&plan) {
             if plan.state.is_dir() {
                 let _ = fs::remove_dir_all(&plan.state);
@@ -300,9 +292,6 @@ impl Container {
         let holder = match sys::fork().context("forking the holder") {
             Ok(None) => {
                 sys::close_raw(chan.as_fd().as_raw_fd());
-                if let Some(p) = &pty {
-                    sys::close_raw(p.master.as_raw_fd());
-                }
                 holder::holder_main(&plan, &mut holder_end, &mut cg_copy)
             }
             Ok(Some(pid)) => pid,
@@ -315,16 +304,12 @@ impl Container {
             }
         };
         drop(holder_end);
-        let pty_master = pty.map(|p| {
-            drop(p.slave);
-            p.master
-        });
         let mut c = Container {
             id,
             plan,
             holder: Some(holder),
             chan,
-            pty_master,
+            pty_master: None,
             init_pid: Pid::from_raw(0),
             cgroup: cg_copy,
             exit: None,
@@ -413,10 +398,12 @@ impl Container {
         self.chan.send("kill", "").context("killing the container")
     }
 
-    /// The terminal's master side when the container has one ([`RunOptions::terminal`]):
-    /// what the container writes can be read here, and what is written here is its input.
-    pub fn terminal(&self) -> Option<BorrowedFd<'_>> {
-        self.pty_master.as_ref().map(|m| m.as_fd())
+    /// Takes the terminal's master side once the container has made it
+    /// ([`RunOptions::terminal`]; it arrives shortly after [`Container::start`], through
+    /// [`Container::try_wait`]): what the container writes can be read there, and what is
+    /// written there is its input.
+    pub fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.pty_master.take()
     }
 
     /// The configured stop signal and timeout (`[lifecycle]`).
@@ -444,6 +431,7 @@ impl Container {
                     });
                 }
                 "exec" => self.exec_error = Some(m.arg),
+                "pty" => self.pty_master = self.chan.take_fd(),
                 "err" => self.error = Some(m.arg),
                 _ => {}
             }
@@ -577,24 +565,29 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
     let mut c = Container::create(spec, opts)?;
-    let _raw = c.terminal().is_some().then(RawMode::enter);
-    if let Some(m) = c.terminal() {
-        let flags = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_GETFL).context("fcntl")?;
-        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_SETFL(flags)).context("fcntl")?;
-    }
-    let master_fd: Option<OwnedFd> = match c.terminal() {
-        Some(m) => Some(m.try_clone_to_owned().context("dup of the terminal")?),
-        None => None,
-    };
+    let _raw = opts.terminal.then(RawMode::enter);
+    let mut master_fd: Option<OwnedFd> = None;
     c.start()?;
     let (stop_signal, stop_timeout) = c.stop_policy();
     let mut kill_at: Option<Instant> = None;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut stdin_open = c.terminal().is_some();
-    let mut master_open = c.terminal().is_some();
+    let mut stdin_open = false;
+    let mut master_open = false;
     loop {
+        if master_fd.is_none() {
+            if let Some(m) = c.take_terminal() {
+                let fl = nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_GETFL).context("fcntl")?;
+                let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+                nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_SETFL(fl)).context("fcntl")?;
+                if let Some(ws) = sys::get_winsize(0) {
+                    sys::set_winsize(m.as_raw_fd(), &ws);
+                }
+                master_fd = Some(m);
+                master_open = true;
+                stdin_open = true;
+            }
+        }
         let timeout = match kill_at {
             None => PollTimeout::NONE,
             Some(t) => {
@@ -652,16 +645,17 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
             }
         }
         if ready[1] {
-            // Drain what the container wrote before it ended.
-            if let (true, Some(m)) = (master_open, master) {
-                while pump(m, stdout.as_fd()) {
-                    let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
-                    if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-                        break;
+            let exit = c.try_wait()?;
+            if let Some(exit) = exit {
+                // Drain what the container wrote before it ended.
+                if let (true, Some(m)) = (master_open, master) {
+                    while pump(m, stdout.as_fd()) {
+                        let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
+                        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                            break;
+                        }
                     }
                 }
-            }
-            if let Some(exit) = c.try_wait()? {
                 return Ok(exit);
             }
         }
