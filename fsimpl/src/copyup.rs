@@ -147,6 +147,8 @@ impl UnionFs {
                 }
             };
             let raw = pathfd.as_raw_fd();
+            // Owner first: a chown drops security.capability, which the xattr copy restores.
+            sys::fchown_fd(raw, lst.st_uid, lst.st_gid)?;
             self.copy_xattrs(lraw, raw);
             let origin = format!("{}:{}", st.origin.0, st.origin.1);
             let _ = sys::setxattr_fd(raw, &self.rcl_xattr("origin"), origin.as_bytes(), 0);
@@ -156,7 +158,6 @@ impl UnionFs {
                     sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp.as_os_str().as_bytes(), 0)?;
                 }
             }
-            sys::fchown_fd(raw, lst.st_uid, lst.st_gid)?;
             let times = [
                 libc::timespec {
                     tv_sec: lst.st_atime,
@@ -307,7 +308,13 @@ impl UnionFs {
                 return Ok(());
             }
         }
-        self.copy_up(node, CopyMode::Full)?;
+        // Renaming a lower file needs its metadata in the upper, not its data.
+        let mode = if self.cfg.metacopy && node.kind == FileType::RegularFile {
+            CopyMode::Meta
+        } else {
+            CopyMode::Full
+        };
+        self.copy_up(node, mode)?;
         if let Some(st) = sys::lstatat_opt(pfd.as_raw_fd(), name)? {
             if !crate::whiteout::is_whiteout(&st) {
                 return Ok(());
