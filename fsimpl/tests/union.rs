@@ -582,6 +582,152 @@ fn posix_odds_and_ends(imp: Imp) {
 }
 both!(posix_odds_and_ends);
 
+fn no_host_symlink_following(imp: Imp) {
+    // A directory held open (as a cwd) is swapped for a symlink to a host directory; creating
+    // a file through the held directory must land in the directory itself, never in the target.
+    let fx = Fixture::new(&["d base"]);
+    let victim = fx.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let m = fx.mount(imp, "", "");
+    let script = format!(
+        "mkdir d && cd d && (cd \"$M\" && mv d d.old && ln -s {v} d) && echo pwn > newfile \
+         && mkdir newdir && ln -s x newlink && cat newfile",
+        v = victim.display()
+    );
+    assert_eq!(m.sh(&script), "pwn\n");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "wrote through a symlink"
+    );
+    assert_eq!(
+        m.sh("ls -A d.old; readlink d"),
+        format!("newdir\nnewfile\nnewlink\n{}\n", victim.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.up("d.old/newfile")).unwrap(),
+        "pwn\n"
+    );
+}
+both!(no_host_symlink_following);
+
+fn permissions_for_other_users(imp: Imp) {
+    // rcl-fs needs allow_other for other users to enter at all (FUSE rule); then the kernel
+    // checks permissions (default_permissions) as it does on overlayfs.
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&[
+        "f pub readable\nm pub 644\nf secret s\nm secret 600\nd ro 755\nd open 777\nd mine 755",
+    ]);
+    common::build(&fx.lowers[0], &format!("u mine {uid} {gid}"));
+    let m = fx.mount(imp, "", "allow_other");
+    let script = "cd \"$M\"; cat pub; cat secret 2>&1 | grep -c 'Permission denied'; \
+        (echo x >> pub) 2>&1 | grep -c 'Permission denied'; \
+        touch ro/f 2>&1 | grep -c 'Permission denied'; \
+        echo mine > open/f && echo mine2 > mine/g && stat -c '%u %g' open/f mine/g";
+    let out = testkit::run_timeout(
+        testkit::as_test_user("sh")
+            .arg("-c")
+            .arg(script)
+            .env("M", &m.mnt),
+        common::STEP,
+    );
+    assert_eq!(
+        out.stdout,
+        format!("readable\n1\n1\n1\n{uid} {gid}\n{uid} {gid}\n"),
+        "{out:?}"
+    );
+    assert_eq!(disk_stat(&fx.up("open/f"), "%u %g"), format!("{uid} {gid}"));
+}
+both!(permissions_for_other_users);
+
+fn sparse_copy_up_keeps_holes(imp: Imp) {
+    let fx = Fixture::new(&[]);
+    let lower = fx.dir.path().join("l-sparse");
+    std::fs::create_dir(&lower).unwrap();
+    testkit::sh(
+        &format!(
+            "truncate -s 64M {0}/s && printf x | dd of={0}/s bs=1 seek=33554432 conv=notrunc 2>/dev/null",
+            lower.display()
+        ),
+        common::STEP,
+    )
+    .assert_ok();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        fx.upper.display(),
+        fx.work.display()
+    );
+    let m = fx.mount_with(imp, &opts, "", "");
+    m.sh("echo y >> s");
+    assert_eq!(m.sh("stat -c %s s"), format!("{}\n", (64 << 20) + 2));
+    let blocks: u64 = disk_stat(&fx.up("s"), "%b").parse().unwrap();
+    // Kernel overlayfs skips holes at 1 MiB granularity (2056 blocks here); a full copy would
+    // be 131072 blocks.
+    assert!(blocks < 16384, "copy-up filled holes: {blocks} blocks");
+    assert_eq!(
+        m.sh("dd if=s bs=1 skip=33554432 count=1 2>/dev/null; tail -c 2 s"),
+        "xy\n"
+    );
+}
+both!(sparse_copy_up_keeps_holes);
+
+fn metacopy_survives_remount(imp: Imp) {
+    let fx = Fixture::new(&["big f 4\nf g small"]);
+    let m = fx.mount(imp, "metacopy=on", "metacopy=on");
+    m.sh("chmod 604 f && chown 5:6 g");
+    m.unmount();
+    let m = fx.mount(imp, "metacopy=on", "metacopy=on");
+    assert_eq!(
+        m.sh("stat -c '%a %s' f; stat -c '%u %g' g; cat g"),
+        "604 4194304\n5 6\nsmall\n"
+    );
+    m.sh(&format!("cmp f {}", fx.lowers[0].join("f").display()));
+    m.sh("echo more >> g");
+    assert_eq!(m.sh("cat g"), "small\nmore\n");
+}
+both!(metacopy_survives_remount);
+
+fn device_nodes_work(imp: Imp) {
+    let fx = Fixture::new(&["c null 1 3\nc zero 1 5"]);
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("echo gone > null && head -c 3 zero | od -An -tx1"),
+        " 00 00 00\n"
+    );
+}
+both!(device_nodes_work);
+
+fn data_integrity(imp: Imp) {
+    let fx = Fixture::new(&["big low 8"]);
+    let m = fx.mount(imp, "", "");
+    let src = fx.dir.path().join("random");
+    testkit::sh(
+        &format!("head -c 20000000 /dev/urandom > {}", src.display()),
+        common::STEP,
+    )
+    .assert_ok();
+    let want = testkit::sh(&format!("md5sum < {}", src.display()), common::STEP).stdout;
+    m.sh(&format!("cp {} new", src.display()));
+    // Scattered writes into a lower file (copy-up), then read back.
+    m.sh(
+        "printf AB | dd of=low bs=1 seek=5000000 conv=notrunc 2>/dev/null \
+          && printf CD | dd of=low bs=1 seek=8388607 conv=notrunc 2>/dev/null",
+    );
+    let view = "dd if=low bs=1 skip=5000000 count=2 2>/dev/null; echo; tail -c 2 low; echo; \
+                stat -c %s low";
+    assert_eq!(m.sh("md5sum < new"), want);
+    assert_eq!(m.sh(view), "AB\nCD\n8388609\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("md5sum < new"), want, "after remount");
+    assert_eq!(m.sh(view), "AB\nCD\n8388609\n");
+}
+both!(data_integrity);
+
 // --- rcl-fs only -------------------------------------------------------------------------------
 
 /// Kernel overlayfs does not read `.wh.` files: this format is rcl-fs's (and OCI layers').
