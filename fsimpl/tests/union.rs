@@ -142,6 +142,16 @@ fn copy_up_preserves_metadata(imp: Imp) {
 }
 both!(copy_up_preserves_metadata);
 
+fn copy_up_keeps_setuid(imp: Imp) {
+    let fx = Fixture::new(&["f s x\nu s 1000 1000\nm s 6755\nd sg\nm sg 2775"]);
+    let m = fx.mount(imp, "", "");
+    m.sh(": >> s && echo y > sg/new");
+    assert_eq!(m.sh("stat -c %a s sg"), "6755\n2775\n");
+    assert_eq!(disk_stat(&fx.up("s"), "%a %u"), "6755 1000");
+    assert_eq!(disk_stat(&fx.up("sg"), "%a"), "2775");
+}
+both!(copy_up_keeps_setuid);
+
 fn metacopy_chmod_copies_no_data(imp: Imp) {
     let fx = Fixture::new(&["big f 64"]);
     let m = fx.mount(imp, "metacopy=on", "metacopy=on");
@@ -564,14 +574,16 @@ fn concurrent_copy_up(imp: Imp) {
 both!(concurrent_copy_up);
 
 fn posix_odds_and_ends(imp: Imp) {
-    let fx = Fixture::new(&["f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000"]);
+    let fx = Fixture::new(&[
+        "f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000\nd ld\nt ld 1000000000",
+    ]);
     let m = fx.mount(imp, "", "");
     // O_EXCL on a lower name.
     let out = m.try_sh("set -C; echo > a");
     assert!(!out.success() && out.stderr.contains("exists"), "{out:?}");
     // truncate, rename over a lower file, chmod of a lower dir, utimes of a lower file.
     m.sh("truncate -s 2 a && mv a b && chmod 751 d && touch -m -d @1234567890 e");
-    assert_eq!(m.sh("cat b; echo; ls -A"), "12\nb\nd\ne\n");
+    assert_eq!(m.sh("cat b; echo; ls -A"), "12\nb\nd\ne\nld\n");
     assert_eq!(m.sh("stat -c '%a' d; stat -c '%Y' e"), "751\n1234567890\n");
     // A name changes type: file -> dir, dir -> file.
     m.sh("rm b && mkdir b && echo y > b/y && rm -r d && echo now-a-file > d");
@@ -579,6 +591,11 @@ fn posix_odds_and_ends(imp: Imp) {
     // O_APPEND writes land at the end.
     m.sh("echo 1 >> e && echo 2 >> e");
     assert_eq!(m.sh("cat e"), "e\n1\n2\n");
+    // Creating in a lower directory updates its mtime.
+    assert_eq!(m.sh("stat -c %Y ld"), "1000000000\n");
+    m.sh("echo n > ld/new");
+    let mtime: u64 = m.sh("stat -c %Y ld").trim().parse().unwrap();
+    assert!(mtime > 1000000000, "dir mtime not updated: {mtime}");
 }
 both!(posix_odds_and_ends);
 
@@ -781,6 +798,132 @@ fn write_while_lower_open(imp: Imp, ropts: &str) {
     );
     assert_eq!(std::fs::read_to_string(fx.up("a")).unwrap(), "CHANGEDl\n");
 }
+
+fn errno_parity(imp: Imp) {
+    let fx = Fixture::new(&[
+        "f f 1\nd d\nf d/x 1\nd e\nf gone 1\nl ln f",
+        "d full\nf full/y 1",
+    ])
+    .with_upper("w gone\nd ue");
+    let m = fx.mount(imp, "", "");
+    let root = m.mnt.clone();
+    let got = within(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = |s: &str| root.join(s);
+        let e = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error()).unwrap_or(0);
+        let x = |r: Result<(), i32>| r.err().unwrap_or(0);
+        vec![
+            (
+                "open missing",
+                e(std::fs::File::open(p("missing")).map(drop)),
+            ),
+            ("open gone", e(std::fs::File::open(p("gone")).map(drop))),
+            ("open f/x", e(std::fs::File::open(p("f/x")).map(drop))),
+            ("mkdir d", e(std::fs::create_dir(p("d")))),
+            ("rmdir f", e(std::fs::remove_dir(p("f")))),
+            ("unlink d", e(std::fs::remove_file(p("d")))),
+            ("rmdir full", e(std::fs::remove_dir(p("full")))),
+            ("rename d d/x/in", e(std::fs::rename(p("d"), p("d/sub")))),
+            ("rename f e", e(std::fs::rename(p("f"), p("full")))),
+            ("rename e f", e(std::fs::rename(p("e"), p("f")))),
+            // (an upper-only dir: kernel overlayfs renames lower dirs only with redirect_dir)
+            ("rename ue full", e(std::fs::rename(p("ue"), p("full")))),
+            ("rename gone", e(std::fs::rename(p("gone"), p("g2")))),
+            ("link d", e(std::fs::hard_link(p("d"), p("d2")))),
+            ("symlink over f", e(std::os::unix::fs::symlink("t", p("f")))),
+            ("readlink f", e(std::fs::read_link(p("f")).map(drop))),
+            (
+                "open d for writing",
+                e(std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p("d"))
+                    .map(drop)),
+            ),
+            (
+                "O_NOFOLLOW ln",
+                e(std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(p("ln"))
+                    .map(drop)),
+            ),
+            (
+                "O_CREAT|O_EXCL f",
+                e(std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(p("f"))
+                    .map(drop)),
+            ),
+            (
+                "getxattr missing",
+                x(get_xattr(&p("f"), "user.none").map(drop)),
+            ),
+            (
+                "removexattr missing",
+                x(common::remove_xattr(&p("f"), "user.none")),
+            ),
+            ("mknod over f", {
+                let c =
+                    std::ffi::CString::new(p("f").into_os_string().into_encoded_bytes()).unwrap();
+                // SAFETY: valid C string.
+                let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFIFO | 0o644, 0) };
+                if r < 0 {
+                    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+                } else {
+                    0
+                }
+            }),
+        ]
+    });
+    let want = [
+        libc::ENOENT,
+        libc::ENOENT,
+        libc::ENOTDIR,
+        libc::EEXIST,
+        libc::ENOTDIR,
+        libc::EISDIR,
+        libc::ENOTEMPTY,
+        libc::EINVAL,
+        libc::EISDIR,
+        libc::ENOTDIR,
+        libc::ENOTEMPTY,
+        libc::ENOENT,
+        libc::EPERM,
+        libc::EEXIST,
+        libc::EINVAL,
+        libc::EISDIR,
+        libc::ELOOP,
+        libc::EEXIST,
+        libc::ENODATA,
+        libc::ENODATA,
+        libc::EEXIST,
+    ];
+    let mismatches: Vec<String> = got
+        .iter()
+        .zip(want)
+        .filter(|((_, g), w)| g != w)
+        .map(|((what, g), w)| format!("{what}: got {g}, want {w}"))
+        .collect();
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+both!(errno_parity);
+
+fn inode_numbers_unique(imp: Imp) {
+    let fx = Fixture::new(&[
+        "f a 1\nf b 1\nd d\nf d/x 1\nf d/y 1",
+        "f c 1\nf b 2\nd d\nf d/z 1\nd e\nf e/w 1",
+    ])
+    .with_upper("f u 1\nd d\nf d/v 1");
+    let m = fx.mount(imp, "", "");
+    m.sh("echo 2 >> a && mkdir n && echo 1 > n/f && echo 1 > new1 && touch d/x && ln -s a sl");
+    let dups = "find . -printf '%i\\n' | sort | uniq -d";
+    assert_eq!(m.sh(dups), "", "two names share an inode number");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh(dups), "", "after remount");
+}
+both!(inode_numbers_unique);
 
 // --- rcl-fs only -------------------------------------------------------------------------------
 
