@@ -227,11 +227,39 @@ fn rename_lower_dir(imp: Imp) {
     let view = "ls -A; ls -A e; cat e/x e/sub/y e/low g";
     let want = "e\ng\nlow\nsub\nx\nhi\ndeep\nbottom\nplain\n";
     assert_eq!(m.sh(view), want);
+    // The old name is free: a new dir there is empty (opaque), not the lower dir again.
+    m.sh("mkdir d && echo n > d/n");
+    assert_eq!(m.sh("ls -A d"), "n\n");
+    // Moved again, deeper, then listed: children from every layer follow.
+    m.sh("mkdir -p p/q && mv e p/q/e2");
+    assert_eq!(
+        m.sh("ls -A p/q/e2; cat p/q/e2/low"),
+        "low\nsub\nx\nbottom\n"
+    );
+    m.sh("mv p/q/e2 e");
     m.unmount();
     let m = fx.mount(imp, "redirect_dir=on", "");
-    assert_eq!(m.sh(view), want, "after remount");
+    assert_eq!(
+        m.sh(view),
+        "d\ne\ng\np\nlow\nsub\nx\nhi\ndeep\nbottom\nplain\n",
+        "after remount"
+    );
+    assert_eq!(m.sh("ls -A d"), "n\n");
 }
 both!(rename_lower_dir);
+
+fn rename_files_across_layers(imp: Imp) {
+    let fx = Fixture::new(&["f a A\nf b B\nf w W\nd d\nf d/x X"]).with_upper("w w");
+    let m = fx.mount(imp, "", "");
+    m.sh("mv a b && echo new > n && mv n w && mv d/x y");
+    let view = "ls -A; ls -A d; cat b w y";
+    let want = "b\nd\nw\ny\nA\nnew\nX\n";
+    assert_eq!(m.sh(view), want);
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh(view), want, "after remount");
+}
+both!(rename_files_across_layers);
 
 fn rename_flags(imp: Imp) {
     let fx = Fixture::new(&["f a A\nf b B"]);
@@ -277,6 +305,12 @@ fn hard_links_survive_copy_up(imp: Imp) {
     m.sh("echo more >> a");
     assert_eq!(m.sh("cat b"), "data\nmore\n", "alias sees the write");
     assert_eq!(m.sh(same), "2\n2\n", "still one inode after copy-up");
+    m.unmount();
+    let m = fx.mount(imp, "index=on", "");
+    assert_eq!(m.sh(same), "2\n2\n", "after remount");
+    assert_eq!(m.sh("cat b"), "data\nmore\n");
+    m.sh("rm a");
+    assert_eq!(m.sh("stat -c %h b; cat b"), "1\ndata\nmore\n");
 }
 both!(hard_links_survive_copy_up);
 
