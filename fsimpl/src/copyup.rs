@@ -307,7 +307,13 @@ impl UnionFs {
                 return Ok(());
             }
         }
-        self.copy_up(node, CopyMode::Full)?;
+        // Renaming a lower file needs its metadata in the upper, not its data.
+        let mode = if self.cfg.metacopy && node.kind == FileType::RegularFile {
+            CopyMode::Meta
+        } else {
+            CopyMode::Full
+        };
+        self.copy_up(node, mode)?;
         if let Some(st) = sys::lstatat_opt(pfd.as_raw_fd(), name)? {
             if !crate::whiteout::is_whiteout(&st) {
                 return Ok(());

@@ -137,6 +137,8 @@ pub struct UnionFs {
     pub(crate) next_fh: AtomicU64,
     pub(crate) tmp_seq: AtomicU64,
     pub(crate) passthrough: AtomicBool,
+    /// The kernel runs a writeback page cache (only without passthrough).
+    pub(crate) writeback: AtomicBool,
 }
 
 impl UnionFs {
@@ -215,6 +217,7 @@ impl UnionFs {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(0),
+            writeback: AtomicBool::new(false),
         };
         fs.insert_root().map_err(|e| Error::Io {
             context: "opening the root directory".into(),

@@ -118,7 +118,16 @@ impl UnionFs {
             let st = node.st.read();
             st.data_fd().ok_or_else(|| eno(libc::ESTALE))?
         };
-        let f = sys::reopen(fd, flags & !(libc::O_NOFOLLOW))?;
+        let mut flags = flags & !libc::O_NOFOLLOW;
+        if self.writeback.load(Ordering::Relaxed) {
+            // The kernel's page cache may read around partial writes and tracks the append
+            // offset itself.
+            if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            flags &= !libc::O_APPEND;
+        }
+        let f = sys::reopen(fd, flags)?;
         Ok(Handle {
             fd: f,
             node: node.clone(),
@@ -286,7 +295,9 @@ impl UnionFs {
             let off = i as u64 + 1;
             if i < 2 {
                 let eino = if i == 0 { ino } else { st.parent };
-                let n = self.nodes.get(eino);
+                // The kernel ignores `.` and `..` of readdirplus for lookups; when the parent
+                // node is not in the table, the directory's own attributes do.
+                let n = self.nodes.get(eino).or_else(|| Some(node.clone()));
                 if add(eino, off, FileType::Directory, name, n.as_ref()) {
                     break;
                 }
@@ -314,6 +325,16 @@ impl UnionFs {
     }
 }
 
+/// True when this process runs in the initial user namespace (identity uid map).
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f == ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
+}
+
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let want = InitFlags::FUSE_DO_READDIRPLUS
@@ -331,7 +352,12 @@ impl Filesystem for UnionFs {
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_time_granularity(Duration::from_nanos(1));
         let mut pt = false;
+        // open_backing needs CAP_SYS_ADMIN in the initial user namespace: do not ask for
+        // passthrough where it cannot work, so that the writeback cache can be had instead.
+        let may_pt = self.cfg.passthrough == crate::Passthrough::On
+            || (nix::unistd::geteuid().is_root() && in_initial_userns());
         if self.cfg.passthrough != crate::Passthrough::Off
+            && may_pt
             && have.contains(InitFlags::FUSE_PASSTHROUGH)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
@@ -341,6 +367,15 @@ impl Filesystem for UnionFs {
         self.passthrough.store(pt, Ordering::Relaxed);
         if self.cfg.passthrough == crate::Passthrough::On && !pt {
             return Err(io::Error::other("FUSE passthrough is not available"));
+        }
+        if !pt
+            && self.upper.is_some()
+            && have.contains(InitFlags::FUSE_WRITEBACK_CACHE)
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok()
+        {
+            self.writeback.store(true, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -151,3 +151,72 @@ macro_rules! need_fuse {
         }
     };
 }
+
+/// Runs `f` (which touches the mount) on a thread and panics if it takes over 30 s, so a hung
+/// server fails the test instead of hanging it.
+pub fn timed<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("filesystem call timed out or panicked")
+}
+
+/// setxattr (no follow) as an io::Result.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Lists xattr names (no follow).
+pub fn list_xattr(path: &Path) -> Vec<String> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C string and buffer.
+    let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Vec::new();
+    }
+    buf[..r as usize]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// renameat2 with flags, as an io::Result.
+pub fn rename2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
+    let a = std::ffi::CString::new(from.as_os_str().as_encoded_bytes()).unwrap();
+    let b = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
