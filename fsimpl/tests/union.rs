@@ -1039,94 +1039,146 @@ fn rclfs_squash_options() {
 
 // --- each implementation reads the other's upper -----------------------------------------------
 
+/// Changes of every kind except renames of lower entries (checked separately below).
 const WRITE_SCRIPT: &str = "echo new >> a && rm b && rm -r d && mkdir d && echo z > d/z \
-    && mv c c2 && mkdir n && echo n > n/f && rm -r e && echo keep > keep";
-const VIEW_SCRIPT: &str = "ls -A; cat a c2 n/f; ls -A d; cat d/z; ls -A keep_dir";
-const VIEW: &str = "a\nc2\nd\nkeep\nkeep_dir\nn\n1\nnew\nc\nn\nz\nz\nk\n";
+    && chmod 600 c && mkdir n && echo n > n/f && rm -r e && echo keep > keep \
+    && ln -s a sl && mkfifo fifo && mkdir keep_dir/sub && setfattr -n user.k -v v keep_dir/k";
+const VIEW_SCRIPT: &str = "ls -A; cat a c n/f; stat -c %a c; ls -A d; cat d/z; ls -A keep_dir; \
+    readlink sl; stat -c %F fifo; getfattr --only-values -n user.k keep_dir/k; echo";
+const VIEW: &str =
+    "a\nc\nd\nfifo\nkeep\nkeep_dir\nn\nsl\n1\nnew\nc\nn\n600\nz\nz\nk\nsub\na\nfifo\nv\n";
 
-fn cross(writer: Imp, reader: Imp) {
-    for imp in [writer, reader] {
+/// Renames of a lower file and of a lower directory.
+const RENAME_SCRIPT: &str = "mv c c2 && mv d d2";
+const RENAME_VIEW_SCRIPT: &str = "ls -A; cat c2 d2/x";
+const RENAME_VIEW: &str = "a\nb\nc2\nd2\ne\nkeep_dir\nc\nx\n";
+
+struct CrossCase {
+    writer: Imp,
+    reader: Imp,
+    kopts: &'static str,
+    ropts: &'static str,
+    script: &'static str,
+    view_script: &'static str,
+    view: &'static str,
+}
+
+fn cross(c: CrossCase) {
+    for imp in [c.writer, c.reader] {
         if let Some(why) = common::unavailable(imp) {
             testkit::skip!("{why}");
         }
     }
+    if run_timeout_ok("command -v setfattr && command -v getfattr").is_none() {
+        testkit::skip!("setfattr/getfattr missing (apt-get install attr)");
+    }
     let fx = Fixture::new(&["f a 1\nf b b\nf c c\nf d/x x\nf e/y y\nf keep_dir/k k"]);
-    let m = fx.mount(writer, "", "");
-    m.sh(WRITE_SCRIPT);
-    assert_eq!(m.sh(VIEW_SCRIPT), VIEW, "{writer:?} view of its own upper");
-    m.unmount();
-    let m = fx.mount(reader, "", "");
+    let m = fx.mount(c.writer, c.kopts, c.ropts);
+    m.sh(c.script);
     assert_eq!(
-        m.sh(VIEW_SCRIPT),
-        VIEW,
-        "{reader:?} view of {writer:?}'s upper"
+        m.sh(c.view_script),
+        c.view,
+        "{:?} view of its own upper",
+        c.writer
+    );
+    m.unmount();
+    let m = fx.mount(c.reader, c.kopts, c.ropts);
+    assert_eq!(
+        m.sh(c.view_script),
+        c.view,
+        "{:?} view of {:?}'s upper",
+        c.reader,
+        c.writer
     );
 }
 
+fn run_timeout_ok(script: &str) -> Option<String> {
+    let out = testkit::sh(script, common::STEP);
+    out.success().then_some(out.stdout)
+}
+
+const fn case(writer: Imp, reader: Imp, kopts: &'static str, ropts: &'static str) -> CrossCase {
+    CrossCase {
+        writer,
+        reader,
+        kopts,
+        ropts,
+        script: WRITE_SCRIPT,
+        view_script: VIEW_SCRIPT,
+        view: VIEW,
+    }
+}
+
+const fn renames(c: CrossCase) -> CrossCase {
+    CrossCase {
+        script: RENAME_SCRIPT,
+        view_script: RENAME_VIEW_SCRIPT,
+        view: RENAME_VIEW,
+        ..c
+    }
+}
+
+// rcl-fs copies metadata only by default (metacopy=on), which the kernel reads only with
+// metacopy=on (which implies redirect_dir=on, needed for directory renames too).
+
 #[test]
 fn kernel_reads_rclfs_upper() {
-    cross(Imp::RclFs, Imp::Kernel);
+    cross(case(Imp::RclFs, Imp::Kernel, "metacopy=on", ""));
+}
+
+#[test]
+fn kernel_reads_rclfs_upper_metacopy_off() {
+    cross(case(
+        Imp::RclFs,
+        Imp::Kernel,
+        "redirect_dir=on",
+        "metacopy=off",
+    ));
 }
 
 #[test]
 fn rclfs_reads_kernel_upper() {
-    cross(Imp::Kernel, Imp::RclFs);
+    cross(case(Imp::Kernel, Imp::RclFs, "", ""));
 }
 
 #[test]
-fn rclfs_options_take_effect() {
-    rclfs_only(|| {
-        let fx = Fixture::new(&["big f 4\nf d/x 1\nd s/a\nd s/b"]);
-        let m = fx.mount(
-            Imp::RclFs,
-            "",
-            "threads=1,passthrough=off,fsync=0,metacopy=off,xattr=user,static_nlink,fsname=myfs",
-        );
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let line = info
-            .lines()
-            .find(|l| l.split(' ').nth(4) == Some(&*fx.mnt.to_string_lossy()))
-            .expect("mountinfo line");
-        // (fuser's own mount(2) sets the type "fuse", not "fuse.rcl-fs"; only the source shows.)
-        let fields: Vec<&str> = line.split(" - ").nth(1).unwrap().split(' ').collect();
-        assert!(
-            fields[0].starts_with("fuse") && fields[1] == "myfs",
-            "{line}"
-        );
-        assert_eq!(m.sh("stat -c %h s"), "1\n", "static_nlink");
-        m.sh("chmod 600 f && rm -r d && mkdir d");
-        let blocks: u64 = disk_stat(&fx.up("f"), "%b").parse().unwrap();
-        assert!(
-            blocks >= 8192,
-            "metacopy=off must copy the data: {blocks} blocks"
-        );
-        assert_eq!(
-            get_xattr(&fx.up("d"), "user.overlay.opaque"),
-            Ok(b"y".to_vec())
-        );
-        assert!(get_xattr(&fx.up("d"), "trusted.overlay.opaque").is_err());
-        // One serving thread: parallel work still completes.
-        m.sh("for i in 1 2 3 4; do (cat f > /dev/null; echo $i > n$i; ls -R > /dev/null) & done; wait");
-        assert_eq!(m.sh("cat n1 n2 n3 n4"), "1\n2\n3\n4\n");
-        m.unmount();
-        // Without static_nlink a directory counts its subdirectories.
-        let m = fx.mount(Imp::RclFs, "", "");
-        assert_eq!(m.sh("stat -c %h s"), "4\n");
-    });
+fn rclfs_reads_kernel_metacopy_upper() {
+    cross(case(Imp::Kernel, Imp::RclFs, "metacopy=on", ""));
 }
 
 #[test]
-fn rclfs_passthrough_on() {
-    rclfs_only(|| {
-        // As root on Linux 6.9+ passthrough=on must mount and serve correct data.
-        let fx = Fixture::new(&["big f 8\nf a data"]);
-        let m = fx.mount(Imp::RclFs, "", "passthrough=on");
-        m.sh(&format!("cmp f {}", fx.lowers[0].join("f").display()));
-        m.sh("echo more >> a && echo new > b");
-        assert_eq!(m.sh("cat a b"), "data\nmore\nnew\n");
-        assert_eq!(
-            std::fs::read_to_string(fx.lowers[0].join("a")).unwrap(),
-            "data\n"
-        );
-    });
+#[ignore = "rcl-fs: a renamed lower file is a metacopy file with a private trusted.rclfs.lower \
+            xattr and no overlay.redirect: kernel overlayfs (metacopy=on) reads it as empty"]
+fn kernel_reads_rclfs_upper_renames() {
+    cross(renames(case(Imp::RclFs, Imp::Kernel, "metacopy=on", "")));
+}
+
+#[test]
+fn kernel_reads_rclfs_upper_renames_metacopy_off() {
+    cross(renames(case(
+        Imp::RclFs,
+        Imp::Kernel,
+        "redirect_dir=on",
+        "metacopy=off",
+    )));
+}
+
+#[test]
+#[ignore = "rcl-fs: ignores the kernel's overlay.redirect on a renamed lower dir (honoured only \
+            with its private rclfs.redirect marker and an absolute path; the kernel writes \
+            relative ones): the moved dir shows empty"]
+fn rclfs_reads_kernel_upper_renames() {
+    cross(renames(case(
+        Imp::Kernel,
+        Imp::RclFs,
+        "redirect_dir=on",
+        "",
+    )));
+}
+
+#[test]
+#[ignore = "rcl-fs: does not follow overlay.redirect of a kernel metacopy file (renamed lower \
+            file): reads zeros instead of the lower data"]
+fn rclfs_reads_kernel_metacopy_upper_renames() {
+    cross(renames(case(Imp::Kernel, Imp::RclFs, "metacopy=on", "")));
 }
