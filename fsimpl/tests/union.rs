@@ -959,6 +959,95 @@ fn inode_numbers_unique(imp: Imp) {
 }
 both!(inode_numbers_unique);
 
+fn locks(imp: Imp) {
+    let fx = Fixture::new(&["f a 1\nf b 1"]);
+    let m = fx.mount(imp, "", "");
+    // BSD locks: a second open file cannot take the lock while it is held.
+    assert_eq!(m.sh("flock -x a sh -c 'flock -n a true; echo $?'"), "1\n");
+    // Open-file-description locks conflict between two descriptors of one process.
+    let p = m.p("b");
+    let (first, second) = within(move || {
+        use std::os::fd::AsRawFd;
+        let lock = |f: &std::fs::File| {
+            // SAFETY: flock is plain old data; all-zero is a valid value.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            // SAFETY: fcntl with a valid fd and a pointer to an initialised flock.
+            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+            if r < 0 {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+            } else {
+                0
+            }
+        };
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap()
+        };
+        let (f1, f2) = (open(), open());
+        (lock(&f1), lock(&f2))
+    });
+    assert_eq!((first, second), (0, libc::EAGAIN));
+}
+both!(locks);
+
+fn exec_and_direct_io(imp: Imp) {
+    let fx = Fixture::new(&["f data 0123456789"]);
+    std::fs::copy("/bin/echo", fx.lowers[0].join("echo")).unwrap();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("./echo from-lower"), "from-lower\n");
+    m.sh("printf '#!/bin/sh\\necho script\\n' > s.sh && chmod 755 s.sh");
+    assert_eq!(m.sh("./s.sh"), "script\n");
+    // O_DIRECT reads of a lower file and writes of a new one.
+    assert_eq!(
+        m.sh("dd if=data iflag=direct bs=4096 2>/dev/null"),
+        "0123456789\n"
+    );
+    m.sh("dd if=/dev/zero of=direct bs=4096 count=8 oflag=direct 2>/dev/null");
+    assert_eq!(m.sh("stat -c %s direct"), "32768\n");
+}
+both!(exec_and_direct_io);
+
+fn tar_round_trip(imp: Imp) {
+    let fx = Fixture::new(&["f base 1"]);
+    let src = fx.dir.path().join("src");
+    for i in 0..60 {
+        let d = src.join(format!("d{}/e{}", i % 7, i % 3));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), format!("{i}").repeat(i * 37)).unwrap();
+        if i % 5 == 0 {
+            std::os::unix::fs::symlink(format!("f{i}"), d.join(format!("s{i}"))).unwrap();
+        }
+        if i % 9 == 0 {
+            std::fs::hard_link(d.join(format!("f{i}")), src.join(format!("h{i}"))).unwrap();
+        }
+    }
+    let tarball = fx.dir.path().join("src.tar");
+    testkit::sh(
+        &format!("tar cf {} -C {} .", tarball.display(), src.display()),
+        common::STEP,
+    )
+    .assert_ok();
+    let m = fx.mount(imp, "", "");
+    m.sh(&format!(
+        "mkdir x y && (tar xf {t} -C x & tar xf {t} -C y & wait) && diff -r --no-dereference {s} x \
+         && diff -r --no-dereference {s} y",
+        t = tarball.display(),
+        s = src.display()
+    ));
+    assert_eq!(m.sh("find x -type f -links 2 | wc -l"), "14\n");
+    // And back out: the archive made from the mount lists the same entries.
+    let list =
+        |dir: &str| format!("tar cf - -C {dir} . | tar tvf - | awk '{{print $1, $3, $6}}' | sort");
+    let want = testkit::sh(&list(&src.display().to_string()), common::STEP).stdout;
+    assert_eq!(m.sh(&list("x")), want);
+}
+both!(tar_round_trip);
+
 // --- rcl-fs only -------------------------------------------------------------------------------
 
 /// Kernel overlayfs does not read `.wh.` files: this format is rcl-fs's (and OCI layers').
