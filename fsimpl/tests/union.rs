@@ -92,15 +92,18 @@ fn readdir_merged(imp: Imp) {
         "no dupes, whiteouts hidden"
     );
     assert_eq!(m.sh("ls -f d1 | sort"), ".\n..\nx\ny\nz\n");
-    // d_ino from readdir must equal st_ino from lookup.
-    for dir in [".", "d1"] {
+    // d_ino from readdir must equal st_ino from lookup, before and after copy-ups.
+    for (step, dir) in [(0, "."), (0, "d1"), (1, "."), (1, "d1")] {
+        if step == 1 && dir == "." {
+            m.sh("echo 2 >> b && echo 2 >> d1/y && mkdir d1/new && mv d1/x d1/x2");
+        }
         let listed = m.sh(&format!(
             "cd {dir} && ls -1 -i -A | awk '{{print $1\" \"$2}}' | sort -k2"
         ));
         let stated = m.sh(&format!(
             "cd {dir} && for f in $(ls -A); do stat -c '%i %n' \"$f\"; done | sort -k2"
         ));
-        assert_eq!(listed, stated, "d_ino vs st_ino in {dir}");
+        assert_eq!(listed, stated, "d_ino vs st_ino in {dir}, step {step}");
     }
 }
 both!(readdir_merged);
@@ -356,7 +359,7 @@ fn special_files(imp: Imp) {
 both!(special_files);
 
 fn xattrs(imp: Imp) {
-    let fx = Fixture::new(&["f f 1\nx f user.a one\nd d\nx d user.dir yes"]);
+    let fx = Fixture::new(&["f f 1\nx f user.a one\nd d\nx d user.dir yes\nf d/child 1"]);
     let m = fx.mount(imp, "", "");
     let f = m.p("f");
     let (names, a, dir) = within({
@@ -377,6 +380,11 @@ fn xattrs(imp: Imp) {
         !names.iter().any(|n| n.contains("overlay")),
         "private xattrs shown: {names:?}"
     );
+    // Overlay markers cannot be forged through the mount (rcl-fs refuses with EPERM, the
+    // kernel stores an escaped trusted.overlay.overlay.* name): the dir stays merged.
+    let d = m.p("d");
+    let forged = within(move || common::set_xattr(&d, "trusted.overlay.opaque", b"y"));
+    assert!(matches!(forged, Ok(()) | Err(libc::EPERM)), "{forged:?}");
     let (set, rm, after_rm, listed) = within(move || {
         let set = common::set_xattr(&f, "user.b", b"two");
         let rm = common::remove_xattr(&f, "user.a");
@@ -391,6 +399,13 @@ fn xattrs(imp: Imp) {
     assert_eq!(
         get_xattr(&fx.lowers[0].join("f"), "user.a"),
         Ok(b"one".to_vec())
+    );
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("ls -A d"),
+        "child\n",
+        "forged opaque marker took effect"
     );
 }
 both!(xattrs);
