@@ -522,3 +522,38 @@ fn debug_flag_logs_and_stays_in_foreground() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().count() > 3, "little debug output: {text}");
 }
+
+#[test]
+fn podman_style_command_line_with_relative_paths() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello\nf b bye"]);
+    // What podman's mount_program gets (options first, SELinux context quoted), with paths
+    // relative to the caller's directory.
+    let opts = "lowerdir=l0,upperdir=upper,workdir=work,xattr_permissions=2,\
+                context=\"system_u:object_r:container_file_t:s0:c1,c2\",whiteout=wh";
+    let out = run_timeout(
+        rclfs()
+            .arg("-o")
+            .arg(opts)
+            .arg("mnt")
+            .current_dir(fx.dir.path()),
+        STEP,
+    );
+    let mut guard = MountGuard::new(&fx.mnt);
+    if let Some(pid) = server_pid(Path::new("mnt")) {
+        guard = guard.with_server(pid);
+    }
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("xattr_permissions") && out.stderr.contains("context="),
+        "{out:?}"
+    );
+    let r = testkit::sh(
+        &format!("cd {} && cat a && rm b && ls -A", fx.mnt.display()),
+        STEP,
+    );
+    assert_eq!(r.stdout, "hello\na\n", "{r:?}");
+    assert!(fx.up(".wh.b").exists(), "whiteout=wh not honoured");
+    run_timeout(Command::new("umount").arg(&fx.mnt), STEP).assert_ok();
+    drop(guard);
+}

@@ -1096,10 +1096,11 @@ fn rclfs_wh_files_in_lowers() {
 #[test]
 fn rclfs_whiteout_wh_option_writes_wh_files() {
     rclfs_only(|| {
-        let fx = Fixture::new(&["f a 1\nf d/x 1"]);
+        let fx = Fixture::new(&["f a 1\nf d/x 1\nf c c"]);
         let m = fx.mount(Imp::RclFs, "", "whiteout=wh");
-        m.sh("rm a && rm -r d && mkdir d && echo n > d/n");
-        assert_eq!(m.sh("ls -A; ls -A d"), "d\nn\n");
+        m.sh("rm a && rm -r d && mkdir d && echo n > d/n && mv c c2");
+        assert_eq!(m.sh("ls -A; ls -A d; cat c2"), "c2\nd\nn\nc\n");
+        assert_eq!(disk_stat(&fx.up(".wh.c"), "%F"), "regular empty file");
         assert_eq!(disk_stat(&fx.up(".wh.a"), "%F"), "regular empty file");
         assert_eq!(
             disk_stat(&fx.up("d/.wh..wh..opq"), "%F"),
@@ -1108,7 +1109,13 @@ fn rclfs_whiteout_wh_option_writes_wh_files() {
         assert!(!fx.up("a").exists());
         m.unmount();
         let m = fx.mount(Imp::RclFs, "", "whiteout=wh");
-        assert_eq!(m.sh("ls -A; ls -A d"), "d\nn\n");
+        assert_eq!(m.sh("ls -A; ls -A d; cat c2"), "c2\nd\nn\nc\n");
+        // No char-device whiteout anywhere in the upper.
+        let cdev = testkit::sh(
+            &format!("find {} -type c", fx.upper.display()),
+            common::STEP,
+        );
+        assert_eq!(cdev.stdout, "");
     });
 }
 
