@@ -558,6 +558,7 @@ fn read_only_gives_erofs(imp: Imp) {
     let m = fx.mount_ro(imp);
     let check = |m: &common::Mounted| {
         assert_eq!(m.sh("cat a"), "1\n");
+        assert_eq!(m.sh("test -w a && echo writable || echo no"), "no\n");
         for cmd in [
             "touch new",
             "rm a",
@@ -1062,6 +1063,107 @@ fn tar_round_trip(imp: Imp) {
     assert_eq!(m.sh(&list("x")), want);
 }
 both!(tar_round_trip);
+
+fn telldir_seekdir(imp: Imp) {
+    let fx = Fixture::new(&["d d", "d d"]);
+    for i in 0..300 {
+        common::build(&fx.lowers[i % 2], &format!("f d/n{i:03} x"));
+    }
+    let m = fx.mount(imp, "", "");
+    let p = m.p("d");
+    let (first, again, total) = within(move || {
+        let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: opendir/readdir/telldir/seekdir/closedir on one DIR* we own; names are
+        // copied out before the next readdir call.
+        unsafe {
+            let dir = libc::opendir(c.as_ptr());
+            assert!(!dir.is_null());
+            let mut names = Vec::new();
+            let mut pos = 0;
+            loop {
+                if names.len() == 150 {
+                    pos = libc::telldir(dir);
+                }
+                let e = libc::readdir(dir);
+                if e.is_null() {
+                    break;
+                }
+                let n = std::ffi::CStr::from_ptr((*e).d_name.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                names.push(n);
+            }
+            libc::seekdir(dir, pos);
+            let mut again = Vec::new();
+            loop {
+                let e = libc::readdir(dir);
+                if e.is_null() {
+                    break;
+                }
+                again.push(
+                    std::ffi::CStr::from_ptr((*e).d_name.as_ptr())
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+            libc::closedir(dir);
+            (names[150..].to_vec(), again, names.len())
+        }
+    });
+    assert_eq!(total, 302, "300 names plus . and ..");
+    assert_eq!(
+        first, again,
+        "seekdir to a telldir position replays the same names"
+    );
+}
+both!(telldir_seekdir);
+
+fn xattr_size_probe_and_erange(imp: Imp) {
+    let fx = Fixture::new(&["f f 1"]);
+    let m = fx.mount(imp, "", "");
+    let p = m.p("f");
+    let (probe, small, list_probe, list_small) = within(move || {
+        let big = vec![b'v'; 300];
+        for i in 0..8 {
+            common::set_xattr(&p, &format!("user.k{i}"), &big).unwrap();
+        }
+        let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
+        let n = std::ffi::CString::new("user.k3").unwrap();
+        let mut buf = [0u8; 16];
+        // SAFETY: valid C strings; sizes match the buffers (0 = probe).
+        unsafe {
+            let probe = libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0);
+            let small = libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), 16);
+            let small_err = std::io::Error::last_os_error().raw_os_error();
+            let list_probe = libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0);
+            let list_small = libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), 4);
+            let list_err = std::io::Error::last_os_error().raw_os_error();
+            (
+                probe,
+                (small, small_err),
+                list_probe,
+                (list_small, list_err),
+            )
+        }
+    });
+    assert_eq!(probe, 300);
+    assert_eq!(small, (-1, Some(libc::ERANGE)));
+    assert!(list_probe >= 8 * 8, "list size probe {list_probe}");
+    assert_eq!(list_small, (-1, Some(libc::ERANGE)));
+}
+both!(xattr_size_probe_and_erange);
+
+fn long_symlink_and_truncate_extend(imp: Imp) {
+    let fx = Fixture::new(&["f a abc"]);
+    let m = fx.mount(imp, "", "");
+    let target = "t".repeat(4095);
+    m.sh(&format!("ln -s {target} long && truncate -s 1M a"));
+    assert_eq!(
+        m.sh("readlink long | wc -c; stat -c %s a; head -c 3 a"),
+        "4096\n1048576\nabc"
+    );
+}
+both!(long_symlink_and_truncate_extend);
 
 // --- rcl-fs only -------------------------------------------------------------------------------
 
