@@ -468,6 +468,29 @@ fn nlink_of_open_unlinked_file(imp: Imp) {
         (f.metadata().unwrap().nlink(), g.metadata().unwrap().nlink())
     });
     assert_eq!((n_up, n_low), (0, 0));
+    // An open unlinked file still reads, and takes writes.
+    let r = m.p("r");
+    m.sh("echo keep > r");
+    let (before, after) = within(move || {
+        use std::io::{Read, Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&r)
+            .unwrap();
+        std::fs::remove_file(&r).unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        f.write_all(b"more\n").unwrap();
+        f.rewind().unwrap();
+        let mut t = String::new();
+        f.read_to_string(&mut t).unwrap();
+        (s, t)
+    });
+    assert_eq!(
+        (before.as_str(), after.as_str()),
+        ("keep\n", "keep\nmore\n")
+    );
 }
 both!(nlink_of_open_unlinked_file);
 
@@ -1164,6 +1187,34 @@ fn long_symlink_and_truncate_extend(imp: Imp) {
     );
 }
 both!(long_symlink_and_truncate_extend);
+
+fn new_file_modes_and_setgid_dirs(imp: Imp) {
+    let fx = Fixture::new(&["d sg 2775\nu sg 0 43\nd plain 755"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("umask 027 && touch plain/f && mkdir plain/d && touch sg/f && mkdir sg/d");
+    assert_eq!(
+        m.sh("stat -c '%a %g' plain/f plain/d sg/f sg/d"),
+        "640 0\n750 0\n640 43\n2750 43\n"
+    );
+    assert_eq!(disk_stat(&fx.up("sg/d"), "%a %g"), "2750 43");
+}
+both!(new_file_modes_and_setgid_dirs);
+
+fn recreated_name_gets_new_inode(imp: Imp) {
+    let fx = Fixture::new(&["f a 1\nd d"]);
+    let m = fx.mount(imp, "", "");
+    let out = m.sh("stat -c %i a d; rm a && rmdir d && echo 2 > a && mkdir d && stat -c %i a d");
+    let inos: Vec<&str> = out.lines().collect();
+    assert_ne!(
+        inos[0], inos[2],
+        "recreated file reuses the old inode number"
+    );
+    assert_ne!(
+        inos[1], inos[3],
+        "recreated dir reuses the old inode number"
+    );
+}
+both!(recreated_name_gets_new_inode);
 
 // --- rcl-fs only -------------------------------------------------------------------------------
 
