@@ -557,3 +557,18 @@ fn podman_style_command_line_with_relative_paths() {
     run_timeout(Command::new("umount").arg(&fx.mnt), STEP).assert_ok();
     drop(guard);
 }
+
+#[test]
+fn sigint_to_foreground_server_unmounts_and_exits_0() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let (mut child, _guard) = foreground(&fx);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, Duration::from_secs(10)).expect("server ignored SIGINT");
+    assert!(st.success(), "exit status {st:?}");
+    assert!(!testkit::is_mounted(&fx.mnt));
+}
