@@ -404,11 +404,13 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
     })
 }
 
-/// Splits `s` on `sep` where it is not escaped by a backslash; escapes are kept (see
+/// Splits `s` on `sep` where it is not escaped by a backslash nor inside double quotes (podman
+/// passes SELinux labels as `context="...:s0:c1,c2"`); escapes and quotes are kept (see
 /// [`unescape`]).
 fn split_escaped(s: &str, sep: char) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
+    let mut quoted = false;
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
@@ -416,7 +418,10 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
             if let Some(n) = chars.next() {
                 cur.push(n);
             }
-        } else if c == sep {
+        } else if c == '"' {
+            quoted = !quoted;
+            cur.push(c);
+        } else if c == sep && !quoted {
             parts.push(std::mem::take(&mut cur));
         } else {
             cur.push(c);
@@ -714,6 +719,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.warnings.len(), 5, "{:?}", s.warnings);
         assert!(s.warnings.iter().any(|w| w.contains("frob")));
+        // A quoted label with a comma is one option.
+        let s = mount(&[
+            "-o",
+            "lowerdir=/a,context=\"system_u:object_r:container_file_t:s0:c1,c2\",upperdir=/u,workdir=/w",
+            "/m",
+        ])
+        .unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert_eq!(s.config.upperdir, Some(PathBuf::from("/u")));
     }
 
     #[test]

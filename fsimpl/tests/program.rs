@@ -459,3 +459,116 @@ fn rootless_kernel() {
 fn rootless_rclfs() {
     rootless(Imp::RclFs);
 }
+
+#[test]
+fn sigterm_while_busy_unmounts_and_exits() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let m = fx.mount(Imp::RclFs, "", "");
+    let pid = m.server.expect("server pid");
+    // A process keeps the mount busy (cwd inside, a file open).
+    let mut busy = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$M\" && exec 3<a && sleep 30")
+        .env("M", &fx.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = run_timeout(Command::new("umount").arg(&fx.mnt), STEP);
+    assert!(!out.success() && out.stderr.contains("busy"), "{out:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let gone = wait_gone(pid, Duration::from_secs(10));
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(gone, "server survived SIGTERM while busy");
+    assert!(!testkit::is_mounted(&fx.mnt), "still mounted");
+}
+
+#[test]
+fn debug_flag_logs_and_stays_in_foreground() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let log = fx.dir.path().join("log");
+    let mut child = rclfs()
+        .arg("-d")
+        .arg("-o")
+        .arg(fx.rw_opts())
+        .arg(&fx.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !testkit::is_mounted(&fx.mnt) {
+        assert!(Instant::now() < deadline, "rcl-fs -d did not mount");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        testkit::sh(&format!("cat {}/a", fx.mnt.display()), STEP).stdout,
+        "hello\n"
+    );
+    run_timeout(Command::new("umount").arg(&fx.mnt), STEP).assert_ok();
+    let st = wait_child(&mut child, Duration::from_secs(10)).expect("server still running");
+    assert!(st.success(), "{st:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 3, "little debug output: {text}");
+}
+
+#[test]
+fn podman_style_command_line_with_relative_paths() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello\nf b bye"]);
+    // What podman's mount_program gets (options first, SELinux context quoted), with paths
+    // relative to the caller's directory.
+    let opts = "lowerdir=l0,upperdir=upper,workdir=work,xattr_permissions=2,\
+                context=\"system_u:object_r:container_file_t:s0:c1,c2\",whiteout=wh";
+    let out = run_timeout(
+        rclfs()
+            .arg("-o")
+            .arg(opts)
+            .arg("mnt")
+            .current_dir(fx.dir.path()),
+        STEP,
+    );
+    let mut guard = MountGuard::new(&fx.mnt);
+    if let Some(pid) = server_pid(Path::new("mnt")) {
+        guard = guard.with_server(pid);
+    }
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("xattr_permissions") && out.stderr.contains("context="),
+        "{out:?}"
+    );
+    let r = testkit::sh(
+        &format!("cd {} && cat a && rm b && ls -A", fx.mnt.display()),
+        STEP,
+    );
+    assert_eq!(r.stdout, "hello\na\n", "{r:?}");
+    assert!(fx.up(".wh.b").exists(), "whiteout=wh not honoured");
+    run_timeout(Command::new("umount").arg(&fx.mnt), STEP).assert_ok();
+    drop(guard);
+}
+
+#[test]
+fn sigint_to_foreground_server_unmounts_and_exits_0() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let (mut child, _guard) = foreground(&fx);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, Duration::from_secs(10)).expect("server ignored SIGINT");
+    assert!(st.success(), "exit status {st:?}");
+    assert!(!testkit::is_mounted(&fx.mnt));
+}
