@@ -47,6 +47,11 @@ const ALL: [Want; 5] = [
     },
 ];
 
+/// Position of a spec key in the spec's own order (memory, cpus, pids, cpuset, io_weight).
+pub(crate) fn rank(key: &str) -> usize {
+    ALL.iter().position(|w| w.key == key).unwrap_or(ALL.len())
+}
+
 /// The limits `r` asks for.
 pub(crate) fn requested(r: &Resources) -> Vec<Want> {
     ALL.iter()

@@ -519,7 +519,10 @@ impl CgroupHost {
         };
         let wants = limits::requested(limits);
         match self.build(name, limits, &wants, &mut b) {
-            Ok(()) => Ok((b.cg, b.unapplied)),
+            Ok(()) => {
+                b.unapplied.sort_by_key(|u| limits::rank(u.key));
+                Ok((b.cg, b.unapplied))
+            }
             Err(e) => {
                 b.rollback();
                 Err(e)
