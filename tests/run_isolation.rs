@@ -221,3 +221,29 @@ fn shared_namespaces_root() {
 fn shared_namespaces_rootless() {
     shared_namespaces(As::User);
 }
+
+fn umask_and_rlimits(who: As) {
+    need!(who);
+    let env = Env::new(who, "rlimits");
+    let spec = env.spec(
+        "ulimit -n; ulimit -Hn; umask",
+        "umask = \"0027\"\nrlimits = { nofile = [512, 1000] }\n",
+    );
+    let out = env.run(&spec);
+    out.assert_ok();
+    assert_eq!(out.stdout, "512\n1000\n0027\n", "{out:#?}");
+    // The default: soft 1024 (Docker's), hard as high as allowed.
+    let out = env.run(&env.spec("ulimit -n", ""));
+    assert_eq!(out.stdout, "1024\n", "{out:#?}");
+    env.assert_clean();
+}
+
+#[test]
+fn umask_and_rlimits_root() {
+    umask_and_rlimits(As::Root);
+}
+
+#[test]
+fn umask_and_rlimits_rootless() {
+    umask_and_rlimits(As::User);
+}

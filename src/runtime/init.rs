@@ -190,7 +190,7 @@ fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
     }
     std::env::set_current_dir(workdir)
         .with_context(|| format!("changing to the working directory {}", workdir.display()))?;
-    sys::umask(0o022);
+    sys::umask(plan.process.umask);
 
     let cmd = Command::new(&plan.process.args, &env)?;
     let tty = if plan.terminal {

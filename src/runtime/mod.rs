@@ -200,7 +200,7 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
         init: spec.lifecycle.init,
         pass_stdin: opts.interactive || sys::isatty(0),
         terminal: opts.terminal,
-        security: security_glue::prepare(&spec.security)?,
+        security: security_glue::prepare(&spec.security, &spec.process.rlimits)?,
     })
 }
 
