@@ -140,6 +140,7 @@ fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
     SigSet::all()
         .thread_unblock()
         .context("unblocking signals")?;
+    sys::reset_signal_dispositions();
     let ns = &plan.namespaces;
     let mut flags = CloneFlags::CLONE_NEWNS;
     if ns.uts == NsMode::New {

@@ -634,6 +634,9 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
                     if kill_at.is_none() {
                         kill_at = Some(Instant::now() + stop_timeout);
                         c.signal(stop_signal)?;
+                    } else {
+                        // A second Ctrl-C does not wait for the timeout.
+                        c.kill()?;
                     }
                 } else if sig == Signal::SIGWINCH as i32 && master.is_some() {
                     if let (Some(ws), Some(m)) = (sys::get_winsize(0), master) {

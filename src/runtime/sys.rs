@@ -135,3 +135,40 @@ pub fn cloexec_from(first: u32) {
         );
     }
 }
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Restores the default disposition of every signal (ignored signals would otherwise stay
+/// ignored across exec: Rust ignores SIGPIPE, and rcl's caller may ignore others). Uses the
+/// raw system call, since glibc refuses to touch the signals it reserves (32, 33).
+pub fn reset_signal_dispositions() {
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `dfl`, which outlives the call; SIG_DFL installs no
+        // handler, and an invalid number only fails with EINVAL.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
