@@ -191,8 +191,10 @@ fn shared_namespaces(who: As) {
     let spec = env.spec(
         "ls /sys/class/net | wc -l; touch /sys/x 2>/dev/null || echo sys-ro; \
          for m in $(awk '$5 ~ \"^/sys/\" {print $5}' /proc/self/mountinfo); do \
-         touch $m/x 2>/dev/null && echo writable $m; done; echo end",
-        "[namespaces]\nnetwork = \"host\"\n",
+         touch $m/x 2>/dev/null && echo writable $m; done; echo end; hostname; echo $$; \
+         cat /proc/keys | wc -c",
+        "[namespaces]\nnetwork = \"host\"\npid = \"host\"\nuts = \"host\"\nipc = \"host\"\n\
+         cgroup = \"host\"\n",
     );
     let out = env.run(&spec);
     out.assert_ok();
