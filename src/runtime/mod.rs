@@ -187,6 +187,7 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
             fresh_proc: spec.namespaces.pid == NsMode::New,
             fresh_sys: spec.namespaces.network == NsMode::New,
             own_ipc: spec.namespaces.ipc == NsMode::New,
+            own_cgroupns: spec.namespaces.cgroup == NsMode::New,
             mounts,
             etc_files,
         },
@@ -209,6 +210,16 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
 fn prepare_dirs(plan: &Plan) -> Result<()> {
     let parent = plan.state.parent().context("state dir has no parent")?;
     mkdir_all(parent)?;
+    // A shared fallback location (/tmp) must really be ours.
+    let meta =
+        fs::symlink_metadata(parent).with_context(|| format!("inspecting {}", parent.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me || !meta.is_dir() {
+        bail!(
+            "the state directory {} is not a directory owned by uid {me}",
+            parent.display()
+        );
+    }
     fs::create_dir(&plan.state).with_context(|| {
         format!(
             "creating the state directory {} (is a container with this id running?)",

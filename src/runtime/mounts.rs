@@ -49,6 +49,8 @@ pub struct RootfsPlan {
     pub fresh_sys: bool,
     /// Own IPC namespace: mount a fresh mqueue.
     pub own_ipc: bool,
+    /// Own cgroup namespace: on a cgroup v2 host, mount its view at /sys/fs/cgroup.
+    pub own_cgroupns: bool,
     /// Extra mounts, with volume names already resolved to host directories.
     pub mounts: Vec<(Mount, Option<PathBuf>)>,
     /// Files to bind over /etc/hostname, /etc/hosts and /etc/resolv.conf (host paths).
@@ -128,6 +130,12 @@ fn locked_flags(p: &Path) -> MsFlags {
 fn remount_ro(p: &Path) -> Result<()> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(p);
     mnt(None, p, None, flags, None).with_context(|| format!("making {} read-only", p.display()))
+}
+
+/// True when the host's /sys/fs/cgroup is a pure cgroup v2 mount.
+fn host_is_cgroup2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// Remounts the bind mount at `p` and every mount below it read-only.
@@ -213,6 +221,17 @@ pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
             None::<&str>,
         )
         .is_ok();
+    if fresh && plan.own_cgroupns && host_is_cgroup2() {
+        // The container's own view of the cgroup tree, read-only, as Docker gives it. Best
+        // effort: a kernel that refuses leaves /sys/fs/cgroup empty.
+        let _ = mount(
+            Some("cgroup2"),
+            &sys_dir.join("fs/cgroup"),
+            Some("cgroup2"),
+            nsd | MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+    }
     if !fresh {
         mnt(
             Some(Path::new("/sys")),
