@@ -161,9 +161,18 @@ fn capabilities(who: As) {
         "user = \"user\"\n",
     );
     let out = env2.run(&spec);
-    if who == As::User && !out.success() && out.stderr.contains("setres") {
-        // A single-id map (no /etc/subuid range) cannot switch to uid 1000.
-        testkit::skip!("no subordinate id range for the test user: {}", out.stderr);
+    if who == As::Unmapped {
+        // A single-id map cannot switch to uid 1000: a clear error, nothing ran.
+        assert_eq!(out.code(), Some(127), "{out:#?}");
+        assert!(
+            out.stderr
+                .contains("uid 1000 does not exist in this user namespace"),
+            "{out:#?}"
+        );
+        assert!(out.stderr.contains("/etc/subuid"), "{out:#?}");
+        env.assert_clean();
+        env2.assert_clean();
+        return;
     }
     out.assert_ok();
     assert_eq!(
@@ -253,4 +262,34 @@ fn umask_and_rlimits_root() {
 #[test]
 fn umask_and_rlimits_rootless() {
     umask_and_rlimits(As::User);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn pid1_single_map() {
+    pid1_and_ps(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn mounts_and_masks_single_map() {
+    mounts_and_masks(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn network_none_single_map() {
+    network_none(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn hostname_layers_etc_single_map() {
+    hostname_layers_etc(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn capabilities_single_map() {
+    capabilities(As::Unmapped);
 }

@@ -177,3 +177,15 @@ fn hello_example() {
         "{out:#?}"
     );
 }
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn uppers_single_map() {
+    uppers(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn volumes_binds_tmpfs_single_map() {
+    volumes_binds_tmpfs(As::Unmapped);
+}

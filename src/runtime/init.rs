@@ -202,8 +202,25 @@ fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
     if plan.init {
         run_init(plan, chan, &cmd, &id, tty)
     } else {
-        Err(cmd.exec(plan, &id, tty.as_ref().map(|t| t.as_raw_fd())))
+        // Reported like the init's child reports it: status 127 and the reason.
+        let e = cmd.exec(plan, &id, tty.as_ref().map(|t| t.as_raw_fd()));
+        let _ = chan.send("exec", &format!("{e:#}"));
+        sys::exit_now(127)
     }
+}
+
+/// True when id `n` is inside the current user namespace's map (`uid_map` or `gid_map`).
+fn is_mapped(n: u32, map: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/{map}")) else {
+        return true;
+    };
+    text.lines().any(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        f.len() == 3 && (n as u64) >= f[0] && (n as u64) < f[0] + f[2]
+    })
 }
 
 /// A command ready to exec: program resolved in the container's PATH.
@@ -259,6 +276,16 @@ impl Command {
             // The original descriptor is close-on-exec.
             if let Err(e) = sys::set_controlling_tty(0) {
                 return anyhow::Error::new(e).context("TIOCSCTTY");
+            }
+        }
+        for (what, n, map) in [("uid", id.uid, "uid_map"), ("gid", id.gid, "gid_map")] {
+            if !is_mapped(n, map) {
+                return anyhow::anyhow!(
+                    "{what} {n} does not exist in this user namespace: rootless rcl maps only \
+                     your own id unless /etc/subuid and /etc/subgid give you a range (e.g. \
+                     `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`) \
+                     and newuidmap/newgidmap are installed (package uidmap)"
+                );
             }
         }
         if let Err(e) = security_glue::apply(&plan.security, id.uid, id.gid, &id.groups) {
