@@ -251,6 +251,27 @@ fn rename_lower_dir(imp: Imp) {
 }
 both!(rename_lower_dir);
 
+fn redirects_across_remounts(imp: Imp) {
+    let fx = Fixture::new(&["f d/x x\nf d/y y\nf d/z z\nd other/deep", "f d/w w"]);
+    let opts = "redirect_dir=on";
+    let m = fx.mount(imp, opts, "");
+    m.sh("echo 2 >> d/x && mv d e && rm e/y");
+    m.unmount();
+    let m = fx.mount(imp, opts, "");
+    assert_eq!(m.sh("ls -A e; cat e/x"), "w\nx\nz\nx\n2\n");
+    m.sh("mv e other/deep/f && echo n > other/deep/f/n");
+    m.unmount();
+    let m = fx.mount(imp, opts, "");
+    let view = "ls -A; ls -A other/deep/f; cat other/deep/f/x other/deep/f/w";
+    assert_eq!(m.sh(view), "other\nn\nw\nx\nz\nx\n2\nw\n");
+    // Removing the moved dir and making a new one there gives an empty dir.
+    m.sh("rm -r other/deep/f && mkdir other/deep/f && mkdir d");
+    m.unmount();
+    let m = fx.mount(imp, opts, "");
+    assert_eq!(m.sh("ls -A other/deep/f d"), "d:\n\nother/deep/f:\n");
+}
+both!(redirects_across_remounts);
+
 fn rename_files_across_layers(imp: Imp) {
     let fx = Fixture::new(&["f a A\nf b B\nf w W\nd d\nf d/x X"]).with_upper("w w");
     let m = fx.mount(imp, "", "");
