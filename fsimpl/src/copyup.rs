@@ -147,6 +147,8 @@ impl UnionFs {
                 }
             };
             let raw = pathfd.as_raw_fd();
+            // Owner first: a chown drops security.capability, which the xattr copy restores.
+            sys::fchown_fd(raw, lst.st_uid, lst.st_gid)?;
             self.copy_xattrs(lraw, raw);
             let origin = format!("{}:{}", st.origin.0, st.origin.1);
             let _ = sys::setxattr_fd(raw, &self.rcl_xattr("origin"), origin.as_bytes(), 0);
@@ -156,7 +158,6 @@ impl UnionFs {
                     sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp.as_os_str().as_bytes(), 0)?;
                 }
             }
-            sys::fchown_fd(raw, lst.st_uid, lst.st_gid)?;
             let times = [
                 libc::timespec {
                     tv_sec: lst.st_atime,

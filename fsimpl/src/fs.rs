@@ -78,7 +78,7 @@ impl UnionFs {
     fn entry(&self, node: &Arc<Node>, reply: ReplyEntry) {
         match self.attr(node) {
             Ok(a) => {
-                node.lookups.fetch_add(1, Ordering::AcqRel);
+                self.nodes.add_lookup(node);
                 reply.entry(&TTL, &a, Generation(0));
             }
             Err(err) => reply.error(e(err)),
@@ -154,6 +154,9 @@ impl UnionFs {
             let mut b = h.node.backing.lock();
             match &b.id {
                 Some((id, up)) if *up == from_upper => backing = Some(id.clone()),
+                // A read-only open may share a lower backing still in use (it reads what the
+                // handles opened before the copy-up read), never a write.
+                Some((id, false)) if !writing => backing = Some(id.clone()),
                 Some(_) => {
                     // The kernel allows one backing file per inode: a handle on the lower
                     // copy is still open while this one needs the upper copy.
@@ -801,8 +804,13 @@ impl Filesystem for UnionFs {
                 };
                 let dot = name == "." || name == "..";
                 let full = reply.add(INodeNo(eino), off, name, &TTL, &a, Generation(0));
-                if !full && !dot {
-                    n.lookups.fetch_add(1, Ordering::AcqRel);
+                if !dot {
+                    if full {
+                        // Not sent: drop the node again unless the kernel holds it already.
+                        self.nodes.remove_if_unused(n.ino);
+                    } else {
+                        self.nodes.add_lookup(n);
+                    }
                 }
                 full
             },
@@ -1005,7 +1013,7 @@ impl Filesystem for UnionFs {
             Ok((n, h)) => match self.attr(&n) {
                 Ok(a) => match self.finish_open(h, true, |fd| reply.open_backing(fd)) {
                     Ok((fh, fl, id)) => {
-                        n.lookups.fetch_add(1, Ordering::AcqRel);
+                        self.nodes.add_lookup(&n);
                         let fh = FileHandle(fh);
                         match id {
                             Some(id) => {

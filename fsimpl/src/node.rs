@@ -140,6 +140,21 @@ impl NodeTable {
         w.entry(node.ino).or_insert_with(|| Arc::new(node)).clone()
     }
 
+    /// Counts one more kernel reference to `node` and makes sure the table holds it (a racing
+    /// forget may have dropped it between its lookup and this reply).
+    pub fn add_lookup(&self, node: &Arc<Node>) {
+        node.lookups.fetch_add(1, Ordering::AcqRel);
+        if let Some(n) = self.shard(node.ino).read().get(&node.ino) {
+            if Arc::ptr_eq(n, node) {
+                return;
+            }
+        }
+        self.shard(node.ino)
+            .write()
+            .entry(node.ino)
+            .or_insert_with(|| node.clone());
+    }
+
     /// Removes a node whose lookup count dropped to zero.
     pub fn remove_if_unused(&self, ino: u64) {
         let mut w = self.shard(ino).write();
