@@ -849,8 +849,6 @@ both!(
 );
 
 #[test]
-#[ignore = "rcl-fs: a handle opened on the lower before copy-up keeps reading the lower copy \
-            and (FOPEN_KEEP_CACHE) fills the shared page cache with it: later opens read stale data"]
 fn rclfs_write_while_lower_open_passthrough_off() {
     rclfs_only(|| write_while_lower_open(Imp::RclFs, "passthrough=off"));
 }
