@@ -1465,3 +1465,25 @@ fn rclfs_reads_kernel_upper_renames() {
 fn rclfs_reads_kernel_metacopy_upper_renames() {
     cross(renames(case(Imp::Kernel, Imp::RclFs, "metacopy=on", "")));
 }
+
+/// rcl-fs reserves `.wh.` names (kernel overlayfs would store them as plain files): creating one
+/// is refused, so no whiteout can be forged through the mount.
+#[test]
+fn rclfs_refuses_wh_names() {
+    rclfs_only(|| {
+        for ropts in ["", "whiteout=wh"] {
+            let fx = Fixture::new(&["f a 1\nd d\nf d/x 1"]);
+            let m = fx.mount(Imp::RclFs, "", ropts);
+            for cmd in [
+                "touch .wh.a",
+                "mkdir d/.wh..wh..opq",
+                "mv a .wh.b",
+                "ln -s x .wh.d",
+            ] {
+                let out = m.try_sh(cmd);
+                assert!(!out.success(), "{ropts}: {cmd} succeeded");
+            }
+            assert_eq!(m.sh("ls -A; ls -A d"), "a\nd\nx\n", "{ropts}");
+        }
+    });
+}
