@@ -418,8 +418,8 @@ fn rootless(imp: Imp) {
     };
     let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1"]);
     let mount = match imp {
-        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr\" \"$D/mnt\"",
-        Imp::RclFs => "\"$RCLFS\" -o \"$OPTS\" \"$D/mnt\"",
+        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr,nodev\" \"$D/mnt\"",
+        Imp::RclFs => "\"$RCLFS\" -o \"$OPTS,nodev\" \"$D/mnt\"",
     };
     let body = format!(
         "{mount}\ncd \"$D/mnt\"\ncat a\necho new > n\nmkdir nd\nrm b\nrm -r d\nmkdir d\n\

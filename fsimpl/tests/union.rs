@@ -812,6 +812,31 @@ fn device_nodes_work(imp: Imp) {
 }
 both!(device_nodes_work);
 
+fn nodev_noexec_nosuid_options(imp: Imp) {
+    // podman passes `mountopt = "nodev"`; the kernel takes these as mount flags.
+    let fx = Fixture::new(&["c null 1 3"]);
+    std::fs::copy("/bin/true", fx.lowers[0].join("true")).unwrap();
+    let flags = "nodev,noexec,nosuid";
+    let m = fx.mount(imp, flags, flags);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*fx.mnt.to_string_lossy()))
+        .unwrap();
+    let opts = line.split(' ').nth(5).unwrap();
+    for f in ["nodev", "noexec", "nosuid"] {
+        assert!(opts.split(',').any(|o| o == f), "{f} missing: {line}");
+    }
+    for cmd in ["echo x > null", "./true"] {
+        let out = m.try_sh(cmd);
+        assert!(
+            !out.success() && out.stderr.contains("Permission denied"),
+            "{cmd}: {out:?}"
+        );
+    }
+}
+both!(nodev_noexec_nosuid_options);
+
 fn data_integrity(imp: Imp) {
     let fx = Fixture::new(&["big low 8"]);
     let m = fx.mount(imp, "", "");
