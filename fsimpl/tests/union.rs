@@ -667,6 +667,38 @@ fn concurrent_copy_up(imp: Imp) {
 }
 both!(concurrent_copy_up);
 
+fn parallel_namespace_storm(imp: Imp) {
+    // Four writers create, rename, copy up and delete in shared lower directories at once.
+    let mut lower = String::new();
+    for i in 0..4 {
+        for n in 0..50 {
+            lower.push_str(&format!("f d/l{i}-{n} {n}\n"));
+        }
+    }
+    let fx = Fixture::new(&[&lower]);
+    let m = fx.mount(imp, "", "");
+    let worker = r#"i=$1; n=0
+        while [ $n -lt 50 ]; do
+            echo $n > d/w$i-$n && mv d/w$i-$n d/r$i-$n && echo x >> d/l$i-$n || exit 1
+            if [ $((n % 2)) = 0 ]; then rm d/r$i-$n d/l$i-$n || exit 1; fi
+            ls d > /dev/null || exit 1
+            n=$((n + 1))
+        done"#;
+    m.sh(&format!(
+        "pids=; for i in 0 1 2 3; do sh -c '{worker}' w $i & pids=\"$pids $!\"; done; \
+         for p in $pids; do wait $p || exit 1; done"
+    ));
+    let out = m.sh("ls d | wc -l; cat d/r3-49 d/l2-49; ls d | grep -c '^w' || true");
+    assert_eq!(out, "200\n49\n49\nx\n0\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("ls d | wc -l; cat d/r3-49 d/l2-49; ls d | grep -c '^w' || true"),
+        out
+    );
+}
+both!(parallel_namespace_storm);
+
 fn posix_odds_and_ends(imp: Imp) {
     let fx = Fixture::new(&[
         "f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000\nd ld\nt ld 1000000000",
