@@ -155,6 +155,25 @@ fn copy_up_keeps_setuid(imp: Imp) {
 }
 both!(copy_up_keeps_setuid);
 
+fn no_partial_file_visible_during_copy_up(imp: Imp) {
+    let fx = Fixture::new(&["big f 128"]);
+    let lower = fx.lowers[0].join("f");
+    let m = fx.mount(imp, "", "");
+    // Readers keep checking size and data while the first write copies the file up.
+    let script = format!(
+        "(echo x >> f) & w=$!; bad=0; checks=0
+         while kill -0 $w 2>/dev/null; do
+             s=$(stat -c %s f); [ \"$s\" -lt 134217728 ] && bad=1
+             cmp -s -n 1048576 f {l} || bad=1
+             checks=$((checks + 1))
+         done; wait $w; echo $bad; [ $checks -gt 0 ] && echo checked",
+        l = lower.display()
+    );
+    assert_eq!(m.sh(&script), "0\nchecked\n");
+    assert_eq!(m.sh("stat -c %s f"), "134217730\n");
+}
+both!(no_partial_file_visible_during_copy_up);
+
 fn metacopy_chmod_copies_no_data(imp: Imp) {
     let fx = Fixture::new(&["big f 64"]);
     let m = fx.mount(imp, "metacopy=on", "metacopy=on");
