@@ -209,6 +209,9 @@ impl UnionFs {
         let node = self.node_for(parent, name, f);
         let pfd = self.upper_dir(parent)?;
         let pfd = pfd.as_raw_fd();
+        // Wait for a copy-up of this file in flight, and keep a new one from renaming a copy
+        // over the whiteout written here (it sees `unlinked` and stays anonymous).
+        let _g = node.copy_lock.lock();
         let need_wh = self.lower_has(&pst, name);
         match sys::lstatat_opt(pfd, name)? {
             Some(st) if !whiteout::is_whiteout(&st) => {
@@ -365,6 +368,7 @@ impl UnionFs {
         let npfd = self.upper_dir(newparent)?;
         let (praw, npraw) = (pfd.as_raw_fd(), npfd.as_raw_fd());
         self.materialize(parent, name, &src)?;
+        let _g = src.copy_lock.lock();
         let pst = pnode.st.read().clone();
         let nst = npnode.st.read().clone();
         if exchange {

@@ -364,15 +364,32 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEnt>> {
     }
 }
 
-/// Raises RLIMIT_NOFILE's soft limit to the hard limit.
+/// Raises RLIMIT_NOFILE as far as allowed: to `fs.nr_open` when privileged (every node keeps
+/// O_PATH fds), else the soft limit to the hard limit.
 pub fn raise_nofile() {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: r is a valid out pointer; setrlimit reads it.
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: r is a valid out pointer; setrlimit reads a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        if nr_open > r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: nr_open,
+                rlim_max: nr_open,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return;
+            }
+        }
+        if r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
@@ -481,15 +498,4 @@ pub fn copy_file_range(src: RawFd, dst: RawFd, off: u64, len: usize) -> io::Resu
     let mut b = off as i64;
     // SAFETY: offsets are valid in/out pointers.
     cvt_ssize(unsafe { libc::copy_file_range(src, &mut a, dst, &mut b, len, 0) } as isize)
-}
-
-/// `umask` of the process (returns the old value).
-pub fn umask(mask: u32) -> u32 {
-    // SAFETY: always succeeds.
-    unsafe { libc::umask(mask) }
-}
-
-/// (major, minor) -> dev_t.
-pub fn makedev(major: u32, minor: u32) -> u64 {
-    libc::makedev(major, minor)
 }
