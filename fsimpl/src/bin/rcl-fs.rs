@@ -57,6 +57,13 @@ fn main() -> ExitCode {
         eprintln!("rcl-fs: warning: {w}");
     }
     init_logger(settings.debug);
+    // Blocked from the start (and inherited by the server and all its threads), so a signal
+    // that arrives while mounting stays pending for the waiter thread started in serve()
+    // instead of killing the process with the mount half set up.
+    if let Err(e) = stop_signals().thread_block() {
+        eprintln!("rcl-fs: blocking signals: {e}");
+        return ExitCode::from(EXIT_MOUNT);
+    }
     if let Err(msg) = check_mountpoint(&settings.mountpoint) {
         eprintln!("rcl-fs: {msg}");
         return ExitCode::from(EXIT_MOUNT);
@@ -187,6 +194,8 @@ fn daemonize(s: &Settings) -> ExitCode {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(wr);
+            // The waiting parent may be interrupted as usual.
+            let _ = stop_signals().thread_unblock();
             let mut msg = Vec::new();
             let _ = std::fs::File::from(rd).read_to_end(&mut msg);
             if msg == MOUNTED {
@@ -244,16 +253,9 @@ fn detach() -> std::io::Result<()> {
 
 /// Serves until unmounted. SIGTERM, SIGINT and SIGHUP unmount lazily and end the process.
 fn serve(session: fsimpl::Session, mountpoint: &Path) -> ExitCode {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGHUP);
-    // Blocked here before any thread exists, so every serving thread inherits the mask and
+    // Blocked in main() before any thread exists: every serving thread inherits the mask, and
     // only the waiter below receives these signals.
-    if let Err(e) = set.thread_block() {
-        eprintln!("rcl-fs: blocking signals: {e}");
-        return ExitCode::from(EXIT_MOUNT);
-    }
+    let set = stop_signals();
     let mp: PathBuf = mountpoint.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("rcl-fs-signals".into())
@@ -279,6 +281,15 @@ fn serve(session: fsimpl::Session, mountpoint: &Path) -> ExitCode {
             ExitCode::from(EXIT_MOUNT)
         }
     }
+}
+
+/// The signals that unmount and stop the server.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
 }
 
 /// Logs on stderr: warnings and errors, everything with `-d`.
