@@ -376,6 +376,17 @@ fn kill_9_during_copy_up_leaves_no_partial_file() {
 /// the binary) as the test user inside `unshare -Urm`, after giving it the fixture and, where
 /// /dev/fuse is root-only, a private FUSE device node. Kills a server left behind.
 fn run_rootless(fx: &Fixture, uid: u32, gid: u32, body: &str) -> testkit::Output {
+    run_rootless_with(fx, uid, gid, &["-Urm"], body)
+}
+
+/// [`run_rootless`] with other `unshare` options (e.g. `--map-auto` for /etc/subuid ranges).
+fn run_rootless_with(
+    fx: &Fixture,
+    uid: u32,
+    gid: u32,
+    unshare: &[&str],
+    body: &str,
+) -> testkit::Output {
     // Distributions make /dev/fuse 0666; where it is root-only (no udev rule here), give the
     // test user a node of its own, bound over /dev/fuse inside its private mount namespace only.
     let mut prelude = String::new();
@@ -395,7 +406,8 @@ fn run_rootless(fx: &Fixture, uid: u32, gid: u32, body: &str) -> testkit::Output
     let script = format!("set -e\n{prelude}{body}");
     let out = run_timeout(
         testkit::as_test_user("unshare")
-            .args(["-Urm", "sh", "-c", &script])
+            .args(unshare)
+            .args(["sh", "-c", &script])
             .env("D", fx.dir.path())
             .env("OPTS", fx.rw_opts())
             .env("RCLFS", testkit::workspace_bin("rcl-fs")),
@@ -599,4 +611,71 @@ fn rootless_passthrough_on_fails_to_mount() {
     );
     assert_eq!(out.stdout, "refused\n", "{out:?}");
     assert!(out.stderr.contains("passthrough"), "{out:?}");
+}
+
+/// First id of the test user's range in /etc/subuid or /etc/subgid.
+fn subid_start(file: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() == 3 && f[0] == testkit::TEST_USER).then(|| f[1].parse().ok())?
+    })
+}
+
+/// podman's rootless layout: a user namespace mapping /etc/subuid ranges (through newuidmap);
+/// ids chowned inside land on disk shifted into the range.
+fn rootless_subid_ranges(imp: Imp) {
+    need!(imp);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let ok = |c: &str| testkit::sh(c, STEP).success();
+    if !ok("command -v newuidmap && command -v newgidmap && unshare --help | grep -q map-auto") {
+        testkit::skip!(
+            "needs newuidmap/newgidmap (uidmap) and unshare --map-auto (util-linux 2.38)"
+        );
+    }
+    let (Some(su), Some(sg)) = (subid_start("/etc/subuid"), subid_start("/etc/subgid")) else {
+        testkit::skip!(
+            "no /etc/subuid or /etc/subgid range for {}",
+            testkit::TEST_USER
+        );
+    };
+    let fx = Fixture::new(&["f a hello"]);
+    let mount = match imp {
+        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr\" \"$D/mnt\"",
+        Imp::RclFs => "\"$RCLFS\" -o \"$OPTS\" \"$D/mnt\"",
+    };
+    let body = format!(
+        "{mount}\ncd \"$D/mnt\"\necho b > b\nchown 5:6 b\nchown 7:8 a\nmkdir d\nchown 9:10 d\n\
+         stat -c '%u %g' a b d\ncd /\numount \"$D/mnt\""
+    );
+    let out = run_rootless_with(
+        &fx,
+        uid,
+        gid,
+        &["--map-auto", "--map-root-user", "-m"],
+        &body,
+    );
+    assert!(out.success(), "{imp:?}: {out:#?}");
+    assert_eq!(out.stdout, "7 8\n5 6\n9 10\n");
+    // Container id N >= 1 is host id start + N - 1.
+    for (name, cu, cg) in [("a", 7, 8), ("b", 5, 6), ("d", 9, 10)] {
+        assert_eq!(
+            common::disk_stat(&fx.up(name), "%u %g"),
+            format!("{} {}", su + cu - 1, sg + cg - 1),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn rootless_subid_ranges_kernel() {
+    rootless_subid_ranges(Imp::Kernel);
+}
+
+#[test]
+fn rootless_subid_ranges_rclfs() {
+    rootless_subid_ranges(Imp::RclFs);
 }
