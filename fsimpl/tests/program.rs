@@ -142,6 +142,66 @@ fn missing_mountpoint_exits_1_naming_it() {
 }
 
 #[test]
+fn unusable_layers_exit_1_naming_them() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a 1"]);
+    let file = fx.dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let mut cases = vec![(format!("lowerdir={}", file.display()), file.clone())];
+    // A workdir on another filesystem than the upper (tmpfs /dev/shm vs the temp dir's).
+    let shm = tempfile::tempdir_in("/dev/shm").ok();
+    if let Some(w) = &shm {
+        let other = testkit::sh(
+            &format!(
+                "[ $(stat -c %d {}) != $(stat -c %d {}) ]",
+                w.path().display(),
+                fx.upper.display()
+            ),
+            STEP,
+        )
+        .success();
+        if other {
+            cases.push((
+                format!(
+                    "{},upperdir={},workdir={}",
+                    fx.lowerdir_opt(),
+                    fx.upper.display(),
+                    w.path().display()
+                ),
+                w.path().to_path_buf(),
+            ));
+        }
+    }
+    for (opts, culprit) in cases {
+        let out = run_timeout(rclfs().arg("-o").arg(&opts).arg(&fx.mnt), STEP);
+        let _guard = MountGuard::new(&fx.mnt);
+        assert_eq!(out.code(), Some(1), "{opts}: {out:?}");
+        assert!(
+            out.stderr.contains(&*culprit.to_string_lossy()),
+            "{opts}: {out:?}"
+        );
+        assert!(!testkit::is_mounted(&fx.mnt), "{opts}: mounted");
+        assert_eq!(server_pid(&fx.mnt), None, "{opts}: left a server");
+    }
+}
+
+#[test]
+fn escaped_colon_in_lowerdir() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a 1"]);
+    let odd = fx.dir.path().join("a:b,c");
+    common::build(&odd, "f f odd");
+    let esc = odd
+        .display()
+        .to_string()
+        .replace(':', "\\:")
+        .replace(',', "\\,");
+    let opts = format!("lowerdir={esc}:{}", fx.lowers[0].display());
+    let m = common::mount_at(Imp::RclFs, &opts, &fx.mnt);
+    assert_eq!(m.sh("cat f a"), "odd\n1\n");
+}
+
+#[test]
 fn missing_layer_exits_1_naming_it() {
     need!(Imp::RclFs);
     let fx = Fixture::new(&["f a 1"]);
