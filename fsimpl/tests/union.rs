@@ -189,6 +189,65 @@ fn metacopy_chmod_copies_no_data(imp: Imp) {
 }
 both!(metacopy_chmod_copies_no_data);
 
+fn lower_layers_stay_untouched(imp: Imp) {
+    // Reads, copy-ups and truncating opens never change the lower layer, not even atimes
+    // (kernel overlayfs opens lower files with O_NOATIME). An old atime makes relatime update
+    // it on any read.
+    let fx = Fixture::new(&["f r read\nf c copy\nf t trunc\nd d\nf d/x x"]);
+    for n in ["r", "c", "t", "d", "d/x"] {
+        testkit::sh(
+            &format!("touch -a -d 2000-01-01 {}", fx.lowers[0].join(n).display()),
+            common::STEP,
+        )
+        .assert_ok();
+    }
+    let snapshot = || {
+        testkit::sh(
+            &format!(
+                "cd {} && find . | sort | xargs stat -c '%n %X %Y %Z %s'",
+                fx.lowers[0].display()
+            ),
+            common::STEP,
+        )
+        .stdout
+    };
+    let before = snapshot();
+    let m = fx.mount(imp, "", "");
+    m.sh("cat r d/x > /dev/null && ls -l d > /dev/null && echo more >> c && : > t && touch d/new");
+    m.unmount();
+    assert_eq!(snapshot(), before, "the lower layer changed");
+}
+both!(
+    lower_layers_stay_untouched,
+    rclfs_ignore = "rcl-fs: reading or copying up a lower file updates its atime (lower files \
+                    are not opened with O_NOATIME)"
+);
+
+/// O_TRUNC of a lower file must not read its data. Seen from rcl-fs through the lower file's
+/// atime, compared with a plain copy-up (the control); the kernel never touches lower atimes.
+#[test]
+fn rclfs_open_trunc_reads_no_lower_data() {
+    rclfs_only(|| {
+        let fx = Fixture::new(&["big t 16\nbig c 16"]);
+        for n in ["t", "c"] {
+            let p = fx.lowers[0].join(n);
+            testkit::sh(
+                &format!("touch -a -d 2000-01-01 {}", p.display()),
+                common::STEP,
+            )
+            .assert_ok();
+        }
+        let m = fx.mount(Imp::RclFs, "", "");
+        m.sh(": > t && echo x >> c");
+        m.unmount();
+        let atime = |n: &str| disk_stat(&fx.lowers[0].join(n), "%X");
+        if atime("c") == "946684800" {
+            testkit::skip!("copy-up leaves lower atimes alone: O_TRUNC reads cannot be observed");
+        }
+        assert_eq!(atime("t"), "946684800", "O_TRUNC open read the lower data");
+    });
+}
+
 fn open_trunc_of_lower(imp: Imp) {
     let fx = Fixture::new(&["big f 8"]);
     let m = fx.mount(imp, "", "");
