@@ -114,9 +114,9 @@ impl UnionFs {
                 },
             )?;
         }
-        let fd = {
+        let data = {
             let st = node.st.read();
-            st.data_fd().ok_or_else(|| eno(libc::ESTALE))?
+            st.data().cloned().ok_or_else(|| eno(libc::ESTALE))?
         };
         let mut flags = flags & !libc::O_NOFOLLOW;
         if self.writeback.load(Ordering::Relaxed) {
@@ -127,7 +127,7 @@ impl UnionFs {
             }
             flags &= !libc::O_APPEND;
         }
-        let f = sys::reopen(fd, flags)?;
+        let f = data.open(flags)?;
         Ok(Handle {
             fd: f,
             node: node.clone(),
@@ -221,7 +221,8 @@ impl UnionFs {
                 st.name.clone(),
             )
         };
-        let raw = up.as_raw_fd();
+        let upfd = up.fd()?;
+        let raw = upfd.as_raw_fd();
         if uid.is_some() || gid.is_some() {
             let u = uid
                 .map(|u| self.host_uid(u))
@@ -472,8 +473,8 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.node(ino.0).and_then(|n| {
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
-            sys::readlink_fd(fd)
+            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            sys::readlink_fd(meta.fd()?.as_raw_fd())
         });
         match r {
             Ok(t) => reply.data(t.as_bytes()),
@@ -843,7 +844,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let r = self.node(ino.0).and_then(|n| {
-            if let Some(u) = n.st.read().upper.clone() {
+            if let Some(u) = n.st.read().upper_dir().cloned() {
                 sys::fsync(u.as_raw_fd(), datasync)?;
             }
             Ok(())
@@ -904,7 +905,7 @@ impl Filesystem for UnionFs {
             };
             self.copy_up(&n, mode)?;
             let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
-            sys::setxattr_fd(up.as_raw_fd(), &c, value, flags)
+            sys::setxattr_fd(up.fd()?.as_raw_fd(), &c, value, flags)
         })();
         match r {
             Ok(()) => reply.ok(),
@@ -919,7 +920,9 @@ impl Filesystem for UnionFs {
                 return Err(eno(libc::ENODATA));
             }
             let n = self.node(ino.0)?;
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
             sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
         })();
         match r {
@@ -931,7 +934,9 @@ impl Filesystem for UnionFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> io::Result<Vec<u8>> {
             let n = self.node(ino.0)?;
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
             let mut out = Vec::new();
             for name in sys::listxattr_fd(fd)? {
                 if xattr::hidden(&name, self.cfg.noacl) {
@@ -958,7 +963,9 @@ impl Filesystem for UnionFs {
             }
             let n = self.node(ino.0)?;
             {
-                let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+                let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
                 if sys::getxattr_fd(fd, &c)?.is_none() {
                     return Err(eno(libc::ENODATA));
                 }
@@ -970,7 +977,7 @@ impl Filesystem for UnionFs {
             };
             self.copy_up(&n, mode)?;
             let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
-            sys::removexattr_fd(up.as_raw_fd(), &c)
+            sys::removexattr_fd(up.fd()?.as_raw_fd(), &c)
         })();
         match r {
             Ok(()) => reply.ok(),
