@@ -378,7 +378,8 @@ impl UnionFs {
                     Some(st) => {
                         let first = f.upper.is_none() && f.lowers.is_empty();
                         if first || (f.metacopy && f.lowers.is_empty()) {
-                            f.lowers.push((*li, Obj::At(lfd.clone(), name.to_os_string()), st));
+                            f.lowers
+                                .push((*li, Obj::At(lfd.clone(), name.to_os_string()), st));
                         }
                         break;
                     }
@@ -584,7 +585,11 @@ impl UnionFs {
             nlink = nlink.saturating_sub(st.removed_links);
         } else if st.origin != (s.st_dev, s.st_ino) && nlink > 1 {
             // A copied-up hard link kept in the index: its logical link count is recorded.
-            if let Some(n) = meta.fd().ok().and_then(|f| self.logical_nlink(f.as_raw_fd())) {
+            if let Some(n) = meta
+                .fd()
+                .ok()
+                .and_then(|f| self.logical_nlink(f.as_raw_fd()))
+            {
                 nlink = n;
             }
         }

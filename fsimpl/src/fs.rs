@@ -473,7 +473,11 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.node(ino.0).and_then(|n| {
-            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
             sys::readlink_fd(meta.fd()?.as_raw_fd())
         });
         match r {
@@ -920,7 +924,11 @@ impl Filesystem for UnionFs {
                 return Err(eno(libc::ENODATA));
             }
             let n = self.node(ino.0)?;
-            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
             let fd = meta.fd()?;
             let fd = fd.as_raw_fd();
             sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
@@ -934,7 +942,11 @@ impl Filesystem for UnionFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> io::Result<Vec<u8>> {
             let n = self.node(ino.0)?;
-            let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
             let fd = meta.fd()?;
             let fd = fd.as_raw_fd();
             let mut out = Vec::new();
@@ -963,9 +975,13 @@ impl Filesystem for UnionFs {
             }
             let n = self.node(ino.0)?;
             {
-                let meta = n.st.read().meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
-            let fd = meta.fd()?;
-            let fd = fd.as_raw_fd();
+                let meta =
+                    n.st.read()
+                        .meta()
+                        .cloned()
+                        .ok_or_else(|| eno(libc::ESTALE))?;
+                let fd = meta.fd()?;
+                let fd = fd.as_raw_fd();
                 if sys::getxattr_fd(fd, &c)?.is_none() {
                     return Err(eno(libc::ENODATA));
                 }

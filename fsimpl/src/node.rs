@@ -1,10 +1,10 @@
 //! The inode table: one [`Node`] per FUSE nodeid the kernel may hold, sharded for concurrency.
 
+use crate::sys;
 use fuser::FileType;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::OsString;
-use crate::sys;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;

@@ -777,6 +777,51 @@ fn parallel_namespace_storm(imp: Imp) {
 }
 both!(parallel_namespace_storm);
 
+fn fd_ops_follow_renamed_files(imp: Imp) {
+    // Operations through a descriptor (and on the inode by its new name) reach the file it
+    // was opened on, after that file was renamed and its old name reused.
+    let fx = Fixture::new(&["f low lower\nd d"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("echo upper > up");
+    let root = m.mnt.clone();
+    within(move || {
+        use std::io::{Seek, Write};
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["low", "up"] {
+            let p = root.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap();
+            let moved = root.join(format!("d/{name}-moved"));
+            std::fs::rename(&p, &moved).unwrap();
+            std::fs::write(&p, "new\n").unwrap();
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            f.set_len(3).unwrap();
+            f.seek(std::io::SeekFrom::End(0)).unwrap();
+            f.write_all(b"+\n").unwrap();
+            drop(f);
+        }
+    });
+    assert_eq!(
+        m.sh("cat d/low-moved d/up-moved low up; stat -c %a d/low-moved d/up-moved low up"),
+        "low+\nupp+\nnew\nnew\n600\n600\n644\n644\n"
+    );
+}
+both!(fd_ops_follow_renamed_files);
+
+fn held_lower_dir_renamed_under_a_cwd(imp: Imp) {
+    let fx = Fixture::new(&["f d/x x\nf d/sub/y y"]);
+    let m = fx.mount(imp, "redirect_dir=on", "");
+    let out =
+        m.sh("cd d/sub && (cd \"$M\" && mv d d.old && mkdir d) && echo n > new && cat y && ls -A");
+    assert_eq!(out, "y\nnew\ny\n");
+    assert_eq!(m.sh("ls -A d d.old/sub"), "d:\n\nd.old/sub:\nnew\ny\n");
+}
+both!(held_lower_dir_renamed_under_a_cwd);
+
 fn posix_odds_and_ends(imp: Imp) {
     let fx = Fixture::new(&[
         "f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000\nd ld\nt ld 1000000000",
