@@ -1667,3 +1667,21 @@ fn rclfs_refuses_wh_names() {
         }
     });
 }
+
+/// Without allow_other only the mounting user may enter (the FUSE rule fuse-overlayfs follows).
+#[test]
+fn rclfs_without_allow_other_shuts_out_other_users() {
+    rclfs_only(|| {
+        if let Err(why) = testkit::test_user() {
+            testkit::skip!("no unprivileged test user: {why}");
+        }
+        let fx = Fixture::new(&["f pub readable\nm pub 644"]);
+        let m = fx.mount(Imp::RclFs, "", "");
+        let out = testkit::run_timeout(testkit::as_test_user("cat").arg(m.p("pub")), common::STEP);
+        assert!(
+            !out.success() && out.stderr.contains("Permission denied"),
+            "{out:?}"
+        );
+        assert_eq!(m.sh("cat pub"), "readable\n");
+    });
+}
