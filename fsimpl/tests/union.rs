@@ -155,6 +155,25 @@ fn copy_up_keeps_setuid(imp: Imp) {
 }
 both!(copy_up_keeps_setuid);
 
+fn no_partial_file_visible_during_copy_up(imp: Imp) {
+    let fx = Fixture::new(&["big f 128"]);
+    let lower = fx.lowers[0].join("f");
+    let m = fx.mount(imp, "", "");
+    // Readers keep checking size and data while the first write copies the file up.
+    let script = format!(
+        "(echo x >> f) & w=$!; bad=0; checks=0
+         while kill -0 $w 2>/dev/null; do
+             s=$(stat -c %s f); [ \"$s\" -lt 134217728 ] && bad=1
+             cmp -s -n 1048576 f {l} || bad=1
+             checks=$((checks + 1))
+         done; wait $w; echo $bad; [ $checks -gt 0 ] && echo checked",
+        l = lower.display()
+    );
+    assert_eq!(m.sh(&script), "0\nchecked\n");
+    assert_eq!(m.sh("stat -c %s f"), "134217730\n");
+}
+both!(no_partial_file_visible_during_copy_up);
+
 fn metacopy_chmod_copies_no_data(imp: Imp) {
     let fx = Fixture::new(&["big f 64"]);
     let m = fx.mount(imp, "metacopy=on", "metacopy=on");
@@ -169,6 +188,65 @@ fn metacopy_chmod_copies_no_data(imp: Imp) {
     assert_eq!(m.sh("stat -c '%a %s' f"), "600 67108864\n");
 }
 both!(metacopy_chmod_copies_no_data);
+
+fn lower_layers_stay_untouched(imp: Imp) {
+    // Reads, copy-ups and truncating opens never change the lower layer, not even atimes
+    // (kernel overlayfs opens lower files with O_NOATIME). An old atime makes relatime update
+    // it on any read.
+    let fx = Fixture::new(&["f r read\nf c copy\nf t trunc\nd d\nf d/x x"]);
+    for n in ["r", "c", "t", "d", "d/x"] {
+        testkit::sh(
+            &format!("touch -a -d 2000-01-01 {}", fx.lowers[0].join(n).display()),
+            common::STEP,
+        )
+        .assert_ok();
+    }
+    let snapshot = || {
+        testkit::sh(
+            &format!(
+                "cd {} && find . | sort | xargs stat -c '%n %X %Y %Z %s'",
+                fx.lowers[0].display()
+            ),
+            common::STEP,
+        )
+        .stdout
+    };
+    let before = snapshot();
+    let m = fx.mount(imp, "", "");
+    m.sh("cat r d/x > /dev/null && ls -l d > /dev/null && echo more >> c && : > t && touch d/new");
+    m.unmount();
+    assert_eq!(snapshot(), before, "the lower layer changed");
+}
+both!(
+    lower_layers_stay_untouched,
+    rclfs_ignore = "rcl-fs: reading or copying up a lower file updates its atime (lower files \
+                    are not opened with O_NOATIME)"
+);
+
+/// O_TRUNC of a lower file must not read its data. Seen from rcl-fs through the lower file's
+/// atime, compared with a plain copy-up (the control); the kernel never touches lower atimes.
+#[test]
+fn rclfs_open_trunc_reads_no_lower_data() {
+    rclfs_only(|| {
+        let fx = Fixture::new(&["big t 16\nbig c 16"]);
+        for n in ["t", "c"] {
+            let p = fx.lowers[0].join(n);
+            testkit::sh(
+                &format!("touch -a -d 2000-01-01 {}", p.display()),
+                common::STEP,
+            )
+            .assert_ok();
+        }
+        let m = fx.mount(Imp::RclFs, "", "");
+        m.sh(": > t && echo x >> c");
+        m.unmount();
+        let atime = |n: &str| disk_stat(&fx.lowers[0].join(n), "%X");
+        if atime("c") == "946684800" {
+            testkit::skip!("copy-up leaves lower atimes alone: O_TRUNC reads cannot be observed");
+        }
+        assert_eq!(atime("t"), "946684800", "O_TRUNC open read the lower data");
+    });
+}
 
 fn open_trunc_of_lower(imp: Imp) {
     let fx = Fixture::new(&["big f 8"]);
@@ -250,6 +328,27 @@ fn rename_lower_dir(imp: Imp) {
     assert_eq!(m.sh("ls -A d"), "n\n");
 }
 both!(rename_lower_dir);
+
+fn redirects_across_remounts(imp: Imp) {
+    let fx = Fixture::new(&["f d/x x\nf d/y y\nf d/z z\nd other/deep", "f d/w w"]);
+    let opts = "redirect_dir=on";
+    let m = fx.mount(imp, opts, "");
+    m.sh("echo 2 >> d/x && mv d e && rm e/y");
+    m.unmount();
+    let m = fx.mount(imp, opts, "");
+    assert_eq!(m.sh("ls -A e; cat e/x"), "w\nx\nz\nx\n2\n");
+    m.sh("mv e other/deep/f && echo n > other/deep/f/n");
+    m.unmount();
+    let m = fx.mount(imp, opts, "");
+    let view = "ls -A; ls -A other/deep/f; cat other/deep/f/x other/deep/f/w";
+    assert_eq!(m.sh(view), "other\nn\nw\nx\nz\nx\n2\nw\n");
+    // Removing the moved dir and making a new one there gives an empty dir.
+    m.sh("rm -r other/deep/f && mkdir other/deep/f && mkdir d");
+    m.unmount();
+    let m = fx.mount(imp, opts, "");
+    assert_eq!(m.sh("ls -A other/deep/f d"), "d:\n\nother/deep/f:\n");
+}
+both!(redirects_across_remounts);
 
 fn rename_files_across_layers(imp: Imp) {
     let fx = Fixture::new(&["f a A\nf b B\nf w W\nd d\nf d/x X"]).with_upper("w w");
@@ -646,6 +745,83 @@ fn concurrent_copy_up(imp: Imp) {
 }
 both!(concurrent_copy_up);
 
+fn parallel_namespace_storm(imp: Imp) {
+    // Four writers create, rename, copy up and delete in shared lower directories at once.
+    let mut lower = String::new();
+    for i in 0..4 {
+        for n in 0..50 {
+            lower.push_str(&format!("f d/l{i}-{n} {n}\n"));
+        }
+    }
+    let fx = Fixture::new(&[&lower]);
+    let m = fx.mount(imp, "", "");
+    let worker = r#"i=$1; n=0
+        while [ $n -lt 50 ]; do
+            echo $n > d/w$i-$n && mv d/w$i-$n d/r$i-$n && echo x >> d/l$i-$n || exit 1
+            if [ $((n % 2)) = 0 ]; then rm d/r$i-$n d/l$i-$n || exit 1; fi
+            ls d > /dev/null || exit 1
+            n=$((n + 1))
+        done"#;
+    m.sh(&format!(
+        "pids=; for i in 0 1 2 3; do sh -c '{worker}' w $i & pids=\"$pids $!\"; done; \
+         for p in $pids; do wait $p || exit 1; done"
+    ));
+    let out = m.sh("ls d | wc -l; cat d/r3-49 d/l2-49; ls d | grep -c '^w' || true");
+    assert_eq!(out, "200\n49\n49\nx\n0\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("ls d | wc -l; cat d/r3-49 d/l2-49; ls d | grep -c '^w' || true"),
+        out
+    );
+}
+both!(parallel_namespace_storm);
+
+fn fd_ops_follow_renamed_files(imp: Imp) {
+    // Operations through a descriptor (and on the inode by its new name) reach the file it
+    // was opened on, after that file was renamed and its old name reused.
+    let fx = Fixture::new(&["f low lower\nd d"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("echo upper > up");
+    let root = m.mnt.clone();
+    within(move || {
+        use std::io::{Seek, Write};
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["low", "up"] {
+            let p = root.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap();
+            let moved = root.join(format!("d/{name}-moved"));
+            std::fs::rename(&p, &moved).unwrap();
+            std::fs::write(&p, "new\n").unwrap();
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            f.set_len(3).unwrap();
+            f.seek(std::io::SeekFrom::End(0)).unwrap();
+            f.write_all(b"+\n").unwrap();
+            drop(f);
+        }
+    });
+    assert_eq!(
+        m.sh("cat d/low-moved d/up-moved low up; stat -c %a d/low-moved d/up-moved low up"),
+        "low+\nupp+\nnew\nnew\n600\n600\n644\n644\n"
+    );
+}
+both!(fd_ops_follow_renamed_files);
+
+fn held_lower_dir_renamed_under_a_cwd(imp: Imp) {
+    let fx = Fixture::new(&["f d/x x\nf d/sub/y y"]);
+    let m = fx.mount(imp, "redirect_dir=on", "");
+    let out =
+        m.sh("cd d/sub && (cd \"$M\" && mv d d.old && mkdir d) && echo n > new && cat y && ls -A");
+    assert_eq!(out, "y\nnew\ny\n");
+    assert_eq!(m.sh("ls -A d d.old/sub"), "d:\n\nd.old/sub:\nnew\ny\n");
+}
+both!(held_lower_dir_renamed_under_a_cwd);
+
 fn posix_odds_and_ends(imp: Imp) {
     let fx = Fixture::new(&[
         "f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000\nd ld\nt ld 1000000000",
@@ -791,6 +967,31 @@ fn device_nodes_work(imp: Imp) {
 }
 both!(device_nodes_work);
 
+fn nodev_noexec_nosuid_options(imp: Imp) {
+    // podman passes `mountopt = "nodev"`; the kernel takes these as mount flags.
+    let fx = Fixture::new(&["c null 1 3"]);
+    std::fs::copy("/bin/true", fx.lowers[0].join("true")).unwrap();
+    let flags = "nodev,noexec,nosuid";
+    let m = fx.mount(imp, flags, flags);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*fx.mnt.to_string_lossy()))
+        .unwrap();
+    let opts = line.split(' ').nth(5).unwrap();
+    for f in ["nodev", "noexec", "nosuid"] {
+        assert!(opts.split(',').any(|o| o == f), "{f} missing: {line}");
+    }
+    for cmd in ["echo x > null", "./true"] {
+        let out = m.try_sh(cmd);
+        assert!(
+            !out.success() && out.stderr.contains("Permission denied"),
+            "{cmd}: {out:?}"
+        );
+    }
+}
+both!(nodev_noexec_nosuid_options);
+
 fn data_integrity(imp: Imp) {
     let fx = Fixture::new(&["big low 8"]);
     let m = fx.mount(imp, "", "");
@@ -828,8 +1029,6 @@ both!(
 );
 
 #[test]
-#[ignore = "rcl-fs: a handle opened on the lower before copy-up keeps reading the lower copy \
-            and (FOPEN_KEEP_CACHE) fills the shared page cache with it: later opens read stale data"]
 fn rclfs_write_while_lower_open_passthrough_off() {
     rclfs_only(|| write_while_lower_open(Imp::RclFs, "passthrough=off"));
 }
@@ -1445,4 +1644,44 @@ fn rclfs_reads_kernel_upper_renames() {
             file): reads zeros instead of the lower data"]
 fn rclfs_reads_kernel_metacopy_upper_renames() {
     cross(renames(case(Imp::Kernel, Imp::RclFs, "metacopy=on", "")));
+}
+
+/// rcl-fs reserves `.wh.` names (kernel overlayfs would store them as plain files): creating one
+/// is refused, so no whiteout can be forged through the mount.
+#[test]
+fn rclfs_refuses_wh_names() {
+    rclfs_only(|| {
+        for ropts in ["", "whiteout=wh"] {
+            let fx = Fixture::new(&["f a 1\nd d\nf d/x 1"]);
+            let m = fx.mount(Imp::RclFs, "", ropts);
+            for cmd in [
+                "touch .wh.a",
+                "mkdir d/.wh..wh..opq",
+                "mv a .wh.b",
+                "ln -s x .wh.d",
+            ] {
+                let out = m.try_sh(cmd);
+                assert!(!out.success(), "{ropts}: {cmd} succeeded");
+            }
+            assert_eq!(m.sh("ls -A; ls -A d"), "a\nd\nx\n", "{ropts}");
+        }
+    });
+}
+
+/// Without allow_other only the mounting user may enter (the FUSE rule fuse-overlayfs follows).
+#[test]
+fn rclfs_without_allow_other_shuts_out_other_users() {
+    rclfs_only(|| {
+        if let Err(why) = testkit::test_user() {
+            testkit::skip!("no unprivileged test user: {why}");
+        }
+        let fx = Fixture::new(&["f pub readable\nm pub 644"]);
+        let m = fx.mount(Imp::RclFs, "", "");
+        let out = testkit::run_timeout(testkit::as_test_user("cat").arg(m.p("pub")), common::STEP);
+        assert!(
+            !out.success() && out.stderr.contains("Permission denied"),
+            "{out:?}"
+        );
+        assert_eq!(m.sh("cat pub"), "readable\n");
+    });
 }
