@@ -1599,6 +1599,23 @@ fn kernel_reads_rclfs_upper_metacopy_off() {
     ));
 }
 
+// The rootless format: user.overlay.* markers (kernel `userxattr`, which excludes metacopy).
+
+#[test]
+fn kernel_reads_rclfs_user_xattr_upper() {
+    cross(case(
+        Imp::RclFs,
+        Imp::Kernel,
+        "userxattr",
+        "xattr=user,metacopy=off",
+    ));
+}
+
+#[test]
+fn rclfs_reads_kernel_user_xattr_upper() {
+    cross(case(Imp::Kernel, Imp::RclFs, "userxattr", ""));
+}
+
 #[test]
 fn rclfs_reads_kernel_upper() {
     cross(case(Imp::Kernel, Imp::RclFs, "", ""));
