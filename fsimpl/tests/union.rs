@@ -400,7 +400,7 @@ both!(ino_stable_across_copy_up_and_remount);
 
 fn hard_links_survive_copy_up(imp: Imp) {
     // Kernel overlayfs keeps lower hard links together only with index=on.
-    let fx = Fixture::new(&["f a data\nh b a"]);
+    let fx = Fixture::new(&["f a data\nh b a\nf p pp\nh q p"]);
     let m = fx.mount(imp, "index=on", "");
     let same = "[ $(stat -c %i a) = $(stat -c %i b) ] && stat -c %h a b";
     assert_eq!(m.sh(same), "2\n2\n", "lower aliases");
@@ -413,6 +413,9 @@ fn hard_links_survive_copy_up(imp: Imp) {
     assert_eq!(m.sh("cat b"), "data\nmore\n");
     m.sh("rm a");
     assert_eq!(m.sh("stat -c %h b; cat b"), "1\ndata\nmore\n");
+    // A renamed alias, then a chmod of the other: still one inode.
+    m.sh("mv p r && echo z >> r && chmod 600 q");
+    assert_eq!(m.sh("cat q; stat -c '%a %h' r q"), "pp\nz\n600 2\n600 2\n");
 }
 both!(hard_links_survive_copy_up);
 
