@@ -1138,6 +1138,22 @@ fn errno_parity(imp: Imp) {
                 "removexattr missing",
                 x(common::remove_xattr(&p("f"), "user.none")),
             ),
+            (
+                "rename to 256-byte name",
+                e(std::fs::rename(p("f"), p(&"n".repeat(256)))),
+            ),
+            (
+                "symlink 4096-byte target",
+                e(std::os::unix::fs::symlink("t".repeat(4096), p("sl"))),
+            ),
+            (
+                "xattr 256-byte name",
+                x(common::set_xattr(
+                    &p("f"),
+                    &format!("user.{}", "n".repeat(251)),
+                    b"v",
+                )),
+            ),
             ("mknod over f", {
                 let c =
                     std::ffi::CString::new(p("f").into_os_string().into_encoded_bytes()).unwrap();
@@ -1172,6 +1188,9 @@ fn errno_parity(imp: Imp) {
         libc::EEXIST,
         libc::ENODATA,
         libc::ENODATA,
+        libc::ENAMETOOLONG,
+        libc::ENAMETOOLONG,
+        libc::ERANGE,
         libc::EEXIST,
     ];
     let mismatches: Vec<String> = got
