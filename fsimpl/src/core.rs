@@ -517,16 +517,22 @@ impl UnionFs {
                     && !n.unlinked.load(Ordering::Acquire)
                     && n.st.read().origin == key
                 {
+                    // The node's state is kept current by every change made through the
+                    // mount; a new resolution only adds an upper that appeared (an alias
+                    // copied up through the index) and the alias last used. Keeping the old
+                    // objects also keeps fds shared (children hold their parent's dir fds).
                     let mut st = n.st.write();
-                    let keep_removed = st.removed_links;
-                    let mut new = mk_state(f);
-                    if kind == FileType::Directory || new.upper.is_some() || st.upper.is_none() {
-                        new.removed_links = keep_removed;
+                    let new = mk_state(f);
+                    if st.upper.is_none() && new.upper.is_some() {
+                        st.upper = new.upper;
                         if kind != FileType::Directory {
-                            // Hard links: keep the alias the node was last seen under.
-                            new.parent = parent;
+                            st.lowers = new.lowers;
+                            st.metacopy = new.metacopy;
                         }
-                        *st = new;
+                    }
+                    if kind != FileType::Directory {
+                        st.parent = parent;
+                        st.name = name.to_os_string();
                     }
                     drop(st);
                     return n;

@@ -184,6 +184,7 @@ impl UnionFs {
         if backing.is_none() && !writing {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
+        h.node.opens.fetch_add(1, Ordering::AcqRel);
         self.handles.write().insert(fh, Arc::new(h));
         Ok((fh, flags, backing))
     }
@@ -712,7 +713,9 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.handles.write().remove(&fh.0) {
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            h.node.opens.fetch_sub(1, Ordering::AcqRel);
             if h.passthrough {
                 let mut b = h.node.backing.lock();
                 b.users = b.users.saturating_sub(1);

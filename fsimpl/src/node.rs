@@ -77,7 +77,7 @@ impl Obj {
         }
     }
 
-    /// Turns a by-name reference into a held fd (before the name goes away).
+    /// Turns a by-name reference into a held fd (before the name goes away while open).
     pub fn pin(&mut self) {
         if let Obj::At(d, n) = self {
             if let Ok(f) = sys::open_path(d.as_raw_fd(), n) {
@@ -167,6 +167,8 @@ pub struct Node {
     pub unlinked: AtomicBool,
     /// Passthrough backing id.
     pub backing: Mutex<Backing>,
+    /// Open file handles on this node.
+    pub opens: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -180,6 +182,7 @@ impl Node {
             copy_lock: Mutex::new(()),
             unlinked: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
+            opens: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }

@@ -173,6 +173,16 @@ impl UnionFs {
         Ok(tmp)
     }
 
+    /// The name of `node` goes: an open file keeps being reached through an fd (fstat of an
+    /// open unlinked file); others are only reachable by name, so they need none.
+    fn pin_if_open(node: &Arc<Node>) {
+        if node.opens.load(Ordering::Acquire) > 0 {
+            if let Some(u) = node.st.write().upper.as_mut() {
+                u.pin();
+            }
+        }
+    }
+
     fn note_removed(&self, node: &Arc<Node>) {
         let mut st = node.st.write();
         let gone = if node.kind == FileType::Directory {
@@ -215,10 +225,7 @@ impl UnionFs {
         // Wait for a copy-up of this file in flight, and keep a new one from renaming a copy
         // over the whiteout written here (it sees `unlinked` and stays anonymous).
         let _g = node.copy_lock.lock();
-        // The name goes: keep reaching the file through an fd while the kernel may use it.
-        if let Some(u) = node.st.write().upper.as_mut() {
-            u.pin();
-        }
+        Self::pin_if_open(&node);
         let need_wh = self.lower_has(&pst, name);
         match sys::lstatat_opt(pfd, name)? {
             Some(st) if !whiteout::is_whiteout(&st) => {
@@ -397,9 +404,7 @@ impl UnionFs {
         let need_wh = self.lower_has(&pst, name);
         let dst_lower = self.name_has_lower(&nst, npraw, newname);
         if let Some(d) = &dst {
-            if let Some(u) = d.st.write().upper.as_mut() {
-                u.pin();
-            }
+            Self::pin_if_open(d);
         }
         if src.kind == FileType::Directory {
             if let Some(d) = &dst {
