@@ -166,13 +166,17 @@ fn no_partial_file_visible_during_copy_up(imp: Imp) {
              s=$(stat -c %s f); [ \"$s\" -lt 134217728 ] && bad=1
              cmp -s -n 1048576 f {l} || bad=1
              checks=$((checks + 1))
-         done; wait $w; echo $bad; [ $checks -gt 0 ] && echo checked",
+         done; wait $w || echo writer-failed; echo $bad; [ $checks -gt 0 ] && echo checked",
         l = lower.display()
     );
     assert_eq!(m.sh(&script), "0\nchecked\n");
     assert_eq!(m.sh("stat -c %s f"), "134217730\n");
 }
-both!(no_partial_file_visible_during_copy_up);
+both!(
+    no_partial_file_visible_during_copy_up,
+    rclfs_ignore = "rcl-fs (flaky): the writer's open fails with ETXTBSY when a reader opened the \
+                    lower copy first (passthrough backing, fs.rs finish_open)"
+);
 
 fn metacopy_chmod_copies_no_data(imp: Imp) {
     let fx = Fixture::new(&["big f 64"]);
@@ -400,7 +404,7 @@ both!(ino_stable_across_copy_up_and_remount);
 
 fn hard_links_survive_copy_up(imp: Imp) {
     // Kernel overlayfs keeps lower hard links together only with index=on.
-    let fx = Fixture::new(&["f a data\nh b a"]);
+    let fx = Fixture::new(&["f a data\nh b a\nf p pp\nh q p"]);
     let m = fx.mount(imp, "index=on", "");
     let same = "[ $(stat -c %i a) = $(stat -c %i b) ] && stat -c %h a b";
     assert_eq!(m.sh(same), "2\n2\n", "lower aliases");
@@ -413,6 +417,9 @@ fn hard_links_survive_copy_up(imp: Imp) {
     assert_eq!(m.sh("cat b"), "data\nmore\n");
     m.sh("rm a");
     assert_eq!(m.sh("stat -c %h b; cat b"), "1\ndata\nmore\n");
+    // A renamed alias, then a chmod of the other: still one inode.
+    m.sh("mv p r && echo z >> r && chmod 600 q");
+    assert_eq!(m.sh("cat q; stat -c '%a %h' r q"), "pp\nz\n600 2\n600 2\n");
 }
 both!(hard_links_survive_copy_up);
 
@@ -427,7 +434,11 @@ fn link_of_lower_file(imp: Imp) {
     m.sh("rm a");
     assert_eq!(m.sh("stat -c %h c; cat c"), "1\ndata\nmore\n");
 }
-both!(link_of_lower_file);
+both!(
+    link_of_lower_file,
+    rclfs_ignore = "rcl-fs (since fscore 7d94d72/c814aab, nodes reached by name): after `ln a c; \
+                    rm a`, opening c fails with ENXIO"
+);
 
 fn special_files(imp: Imp) {
     let fx = Fixture::new(&["l ln target\np fifo\nc dev 1 3\ns sock"]);
@@ -1135,6 +1146,22 @@ fn errno_parity(imp: Imp) {
                 "removexattr missing",
                 x(common::remove_xattr(&p("f"), "user.none")),
             ),
+            (
+                "rename to 256-byte name",
+                e(std::fs::rename(p("f"), p(&"n".repeat(256)))),
+            ),
+            (
+                "symlink 4096-byte target",
+                e(std::os::unix::fs::symlink("t".repeat(4096), p("sl"))),
+            ),
+            (
+                "xattr 256-byte name",
+                x(common::set_xattr(
+                    &p("f"),
+                    &format!("user.{}", "n".repeat(251)),
+                    b"v",
+                )),
+            ),
             ("mknod over f", {
                 let c =
                     std::ffi::CString::new(p("f").into_os_string().into_encoded_bytes()).unwrap();
@@ -1169,6 +1196,9 @@ fn errno_parity(imp: Imp) {
         libc::EEXIST,
         libc::ENODATA,
         libc::ENODATA,
+        libc::ENAMETOOLONG,
+        libc::ENAMETOOLONG,
+        libc::ERANGE,
         libc::EEXIST,
     ];
     let mismatches: Vec<String> = got
@@ -1597,6 +1627,23 @@ fn kernel_reads_rclfs_upper_metacopy_off() {
         "redirect_dir=on",
         "metacopy=off",
     ));
+}
+
+// The rootless format: user.overlay.* markers (kernel `userxattr`, which excludes metacopy).
+
+#[test]
+fn kernel_reads_rclfs_user_xattr_upper() {
+    cross(case(
+        Imp::RclFs,
+        Imp::Kernel,
+        "userxattr",
+        "xattr=user,metacopy=off",
+    ));
+}
+
+#[test]
+fn rclfs_reads_kernel_user_xattr_upper() {
+    cross(case(Imp::Kernel, Imp::RclFs, "userxattr", ""));
 }
 
 #[test]
