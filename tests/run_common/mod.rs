@@ -224,9 +224,6 @@ impl Env {
             .env("XDG_RUNTIME_DIR", self.path("home/run"))
             .env("XDG_DATA_HOME", self.path("home/data"))
             .current_dir(self.dir.path());
-        if let Some(v) = std::env::var_os("RCL_DEV_KERNEL_OVERLAY") {
-            cmd.env("RCL_DEV_KERNEL_OVERLAY", v);
-        }
         cmd
     }
 
