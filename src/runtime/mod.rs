@@ -17,7 +17,7 @@ mod chan;
 mod holder;
 mod idmap;
 mod init;
-pub mod mounts;
+mod mounts;
 mod security_glue;
 mod server;
 mod sys;
@@ -40,6 +40,7 @@ use chan::Chan;
 pub use idmap::IdMap;
 pub use init::FORWARDED;
 use mounts::RootfsPlan;
+pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 
 /// Options of `rcl run` that are not part of the spec.
 #[derive(Debug, Clone, Default)]
