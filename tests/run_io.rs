@@ -59,7 +59,8 @@ fn terminal() {
     }
     let env = Env::new(As::Root, "tty");
     let spec = env.spec(
-        "test -t 0 && test -t 1 && echo both-tty; tty; read -r l; echo got=$l; exit 4",
+        "test -t 0 && test -t 1 && echo both-tty; tty; test -c /dev/console && echo console; \
+         read -r l; echo got=$l; exit 4",
         "",
     );
     let mut cmd = env.command();
@@ -74,6 +75,7 @@ fn terminal() {
     assert!(out.stdout.contains("got=hello"), "{out:#?}");
     // The terminal lives in the container's own /dev/pts.
     assert!(out.stdout.contains("/dev/pts/0"), "{out:#?}");
+    assert!(out.stdout.contains("console"), "{out:#?}");
     assert_eq!(out.code(), Some(4), "{out:#?}");
     env.assert_clean();
 }

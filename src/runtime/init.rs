@@ -313,6 +313,16 @@ fn open_terminal(chan: &mut Chan, id: &Ident) -> Result<OwnedFd> {
         nix::sys::stat::Mode::empty(),
     )
     .with_context(|| format!("opening {name}"))?;
+    // As Docker does with a terminal: /dev/console is that terminal.
+    if std::fs::File::create("/dev/console").is_ok() {
+        let _ = nix::mount::mount(
+            Some(name.as_str()),
+            "/dev/console",
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        );
+    }
     let _ = nix::unistd::fchown(
         &slave,
         Some(nix::unistd::Uid::from_raw(id.uid)),

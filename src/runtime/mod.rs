@@ -342,7 +342,9 @@ impl Container {
     }
 
     fn handshake(&mut self) -> Result<()> {
-        let limit = Duration::from_secs(60);
+        // Longer than the holder's own limit on the filesystem server (60 s), so that the
+        // holder's clearer error arrives first.
+        let limit = Duration::from_secs(90);
         loop {
             let m = self
                 .chan
