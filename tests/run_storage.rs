@@ -189,3 +189,29 @@ fn uppers_single_map() {
 fn volumes_binds_tmpfs_single_map() {
     volumes_binds_tmpfs(As::Unmapped);
 }
+
+#[test]
+fn rootless_without_xdg_runtime_dir() {
+    need!(As::User);
+    let env = Env::new(As::User, "noxdg");
+    let spec = env.spec("echo x > /f; cat /f", "");
+    let mut cmd = env.command();
+    cmd.env_remove("XDG_RUNTIME_DIR")
+        .args(["run", spec.to_str().unwrap()]);
+    let out = testkit::run_timeout(&mut cmd, run_common::TIMEOUT);
+    out.assert_ok();
+    assert_eq!(out.stdout, "x\n");
+    // State went to /tmp/rcl-<uid> and is gone again.
+    let (uid, _) = As::User.ids().unwrap();
+    let state = std::path::PathBuf::from(format!("/tmp/rcl-{uid}"));
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&env.name))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    env.assert_clean();
+}
