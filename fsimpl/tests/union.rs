@@ -423,6 +423,20 @@ fn hard_links_survive_copy_up(imp: Imp) {
 }
 both!(hard_links_survive_copy_up);
 
+fn hard_link_survives_unlink_of_other_name(imp: Imp) {
+    let fx = Fixture::new(&["d d"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("echo n > n1 && ln n1 n2 && ln n1 d/n3 && rm n1");
+    assert_eq!(m.sh("cat n2 d/n3; stat -c %h n2"), "n\nn\n2\n");
+    m.sh("rm n2");
+    assert_eq!(m.sh("cat d/n3; stat -c %h d/n3"), "n\n1\n");
+}
+both!(
+    hard_link_survives_unlink_of_other_name,
+    rclfs_ignore = "rcl-fs (since fscore 7d94d72/c814aab, nodes reached by name): after \
+                    `ln n1 n2; rm n1`, n2 gives ENOENT"
+);
+
 fn link_of_lower_file(imp: Imp) {
     let fx = Fixture::new(&["f a data"]);
     let m = fx.mount(imp, "", "");
