@@ -433,7 +433,7 @@ fn hard_link_survives_unlink_of_other_name(imp: Imp) {
 }
 both!(
     hard_link_survives_unlink_of_other_name,
-    rclfs_ignore = "rcl-fs (since fscore 7d94d72/c814aab, nodes reached by name): after \
+    rclfs_ignore = "rcl-fs (since fscore 7d94d72, nodes reached by name): after \
                     `ln n1 n2; rm n1`, n2 gives ENOENT"
 );
 
@@ -450,7 +450,7 @@ fn link_of_lower_file(imp: Imp) {
 }
 both!(
     link_of_lower_file,
-    rclfs_ignore = "rcl-fs (since fscore 7d94d72/c814aab, nodes reached by name): after `ln a c; \
+    rclfs_ignore = "rcl-fs (since fscore 7d94d72, nodes reached by name): after `ln a c; \
                     rm a`, opening c fails with ENXIO"
 );
 
