@@ -157,7 +157,11 @@ impl UnionFs {
             if mode == CopyMode::Meta {
                 sys::setxattr_fd(raw, &self.ovl_xattr("metacopy"), b"", 0)?;
                 if let Some(lp) = &st.lower_path {
-                    sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp.as_os_str().as_bytes(), 0)?;
+                    let lp = lp.as_os_str().as_bytes();
+                    sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp, 0)?;
+                    // Kernel overlayfs (metacopy=on) finds the data through an absolute
+                    // redirect once the file is renamed.
+                    let _ = sys::setxattr_fd(raw, &self.ovl_xattr("redirect"), lp, 0);
                 }
             }
             let times = [
@@ -238,7 +242,7 @@ impl UnionFs {
         if size == 0 {
             return Ok(());
         }
-        let s = sys::reopen(src, libc::O_RDONLY)?;
+        let s = sys::reopen_noatime(src, libc::O_RDONLY)?;
         let s = s.as_raw_fd();
         if sys::ficlone(dst, s).is_ok() {
             return Ok(());
@@ -304,6 +308,7 @@ impl UnionFs {
         }
         let _ = sys::removexattr_fd(upfd.as_raw_fd(), &self.ovl_xattr("metacopy"));
         let _ = sys::removexattr_fd(upfd.as_raw_fd(), &self.rcl_xattr("lower"));
+        let _ = sys::removexattr_fd(upfd.as_raw_fd(), &self.ovl_xattr("redirect"));
         let mut s = node.st.write();
         s.metacopy = false;
         s.lowers.clear();

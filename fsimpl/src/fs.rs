@@ -114,9 +114,10 @@ impl UnionFs {
                 },
             )?;
         }
-        let data = {
+        let (data, lower) = {
             let st = node.st.read();
-            st.data().cloned().ok_or_else(|| eno(libc::ESTALE))?
+            let d = st.data().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            (d, st.upper.is_none() || st.metacopy)
         };
         let mut flags = flags & !libc::O_NOFOLLOW;
         if self.writeback.load(Ordering::Relaxed) {
@@ -127,7 +128,11 @@ impl UnionFs {
             }
             flags &= !libc::O_APPEND;
         }
-        let f = data.open(flags)?;
+        let f = if lower {
+            data.open_noatime(flags)?
+        } else {
+            data.open(flags)?
+        };
         Ok(Handle {
             fd: f,
             node: node.clone(),
@@ -359,8 +364,7 @@ impl Filesystem for UnionFs {
         let mut pt = false;
         // open_backing needs CAP_SYS_ADMIN in the initial user namespace: do not ask for
         // passthrough where it cannot work, so that the writeback cache can be had instead.
-        let may_pt = self.cfg.passthrough == crate::Passthrough::On
-            || (nix::unistd::geteuid().is_root() && in_initial_userns());
+        let may_pt = nix::unistd::geteuid().is_root() && in_initial_userns();
         if self.cfg.passthrough != crate::Passthrough::Off
             && may_pt
             && have.contains(InitFlags::FUSE_PASSTHROUGH)

@@ -69,6 +69,14 @@ impl Obj {
         }
     }
 
+    /// [`Obj::open`] with O_NOATIME where permitted (reads of lower layers).
+    pub fn open_noatime(&self, flags: i32) -> io::Result<OwnedFd> {
+        match self.open(flags | libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(flags),
+            r => r,
+        }
+    }
+
     /// The directory fd, for objects that are directories.
     pub fn dir(&self) -> io::Result<&Fd> {
         match self {

@@ -66,13 +66,29 @@ pub fn open_path(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
 }
 
+/// `openat` with O_NOATIME (reading layers must not touch their atimes), retried without it
+/// where it is not permitted (not the owner and no CAP_FOWNER).
+pub fn openat_noatime(dir: RawFd, name: &OsStr, flags: i32) -> io::Result<OwnedFd> {
+    match openat(dir, name, flags | libc::O_NOATIME, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => openat(dir, name, flags, 0),
+        r => r,
+    }
+}
+
+/// [`reopen`] with O_NOATIME when permitted.
+pub fn reopen_noatime(fd: RawFd, flags: i32) -> io::Result<OwnedFd> {
+    match reopen(fd, flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => reopen(fd, flags),
+        r => r,
+    }
+}
+
 /// Opens a directory for reading its entries and xattrs, without following symlinks.
 pub fn open_dir(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
-    match openat(
+    match openat_noatime(
         dir,
         name,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
     ) {
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => openat(
             dir,
@@ -323,8 +339,8 @@ pub struct DirEnt {
 
 /// Reads every entry of the directory behind `fd` (except `.` and `..`).
 pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEnt>> {
-    let own = openat(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)
-        .or_else(|_| reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY))?;
+    let own = openat_noatime(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY)
+        .or_else(|_| reopen_noatime(fd, libc::O_RDONLY | libc::O_DIRECTORY))?;
     let raw = own.as_raw_fd();
     // SAFETY: fdopendir takes ownership of raw on success; we forget `own` then.
     let dirp = unsafe { libc::fdopendir(raw) };
