@@ -653,8 +653,6 @@ fn sigint_to_foreground_server_unmounts_and_exits_0() {
 }
 
 #[test]
-#[ignore = "rcl-fs: passthrough=on mounts rootless (where passthrough cannot be had) instead of \
-            failing as OverlayConfig documents"]
 fn rootless_passthrough_on_fails_to_mount() {
     need!(Imp::RclFs);
     let (uid, gid) = match testkit::test_user() {
