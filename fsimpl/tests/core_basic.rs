@@ -173,6 +173,9 @@ fn hard_links_stay_linked_after_copy_up() {
     m.sh(
         "ln solo solo2; test $(stat -c %h solo) = 2; test $(stat -c %i solo) = $(stat -c %i solo2)",
     );
+    // Removing the name the copy-up went to keeps the other link working.
+    m.sh("echo more >> solo2; rm solo; test $(stat -c %h solo2) = 1");
+    assert_eq!(m.sh("cat solo2"), "smore\n");
 }
 
 #[test]
