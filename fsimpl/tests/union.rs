@@ -440,11 +440,7 @@ fn hard_link_survives_unlink_of_other_name(imp: Imp) {
     m.sh("rm n2");
     assert_eq!(m.sh("cat d/n3; stat -c %h d/n3"), "n\n1\n");
 }
-both!(
-    hard_link_survives_unlink_of_other_name,
-    rclfs_ignore = "rcl-fs (since fscore 7d94d72, nodes reached by name): after \
-                    `ln n1 n2; rm n1`, n2 gives ENOENT"
-);
+both!(hard_link_survives_unlink_of_other_name);
 
 fn link_of_lower_file(imp: Imp) {
     let fx = Fixture::new(&["f a data"]);
@@ -457,11 +453,7 @@ fn link_of_lower_file(imp: Imp) {
     m.sh("rm a");
     assert_eq!(m.sh("stat -c %h c; cat c"), "1\ndata\nmore\n");
 }
-both!(
-    link_of_lower_file,
-    rclfs_ignore = "rcl-fs (since fscore 7d94d72, nodes reached by name): after `ln a c; \
-                    rm a`, opening c fails with ENXIO"
-);
+both!(link_of_lower_file);
 
 fn special_files(imp: Imp) {
     let fx = Fixture::new(&["l ln target\np fifo\nc dev 1 3\ns sock"]);
