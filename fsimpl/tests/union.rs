@@ -848,6 +848,70 @@ fn held_lower_dir_renamed_under_a_cwd(imp: Imp) {
 }
 both!(held_lower_dir_renamed_under_a_cwd);
 
+fn odd_names(imp: Imp) {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let names: Vec<&[u8]> = vec![
+        b" lead",
+        b"new\nline",
+        b"back\\slash",
+        b"\xff\xfe-not-utf8",
+        b".wh",
+        b"..wh.x",
+        b"wh.x",
+        b"-dash",
+        b"*star?",
+        b"tab\tx",
+    ];
+    let fx = Fixture::new(&["d low", "d low"]);
+    for n in &names {
+        std::fs::write(fx.lowers[1].join("low").join(OsStr::from_bytes(n)), n).unwrap();
+    }
+    let m = fx.mount(imp, "", "");
+    let root = m.mnt.clone();
+    let owned: Vec<Vec<u8>> = names.iter().map(|n| n.to_vec()).collect();
+    let (listed, contents, made) = within(move || {
+        let low = root.join("low");
+        let mut listed: Vec<Vec<u8>> = std::fs::read_dir(&low)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        listed.sort();
+        let contents: Vec<Vec<u8>> = owned
+            .iter()
+            .map(|n| std::fs::read(low.join(OsStr::from_bytes(n))).unwrap())
+            .collect();
+        let up = root.join("up");
+        std::fs::create_dir(&up).unwrap();
+        for n in &owned {
+            std::fs::write(up.join(OsStr::from_bytes(n)), n).unwrap();
+            // Copy-up under the odd name too.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(low.join(OsStr::from_bytes(n)))
+                .unwrap();
+        }
+        let mut made: Vec<Vec<u8>> = std::fs::read_dir(&up)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        made.sort();
+        (listed, contents, made)
+    });
+    let mut want: Vec<Vec<u8>> = names.iter().map(|n| n.to_vec()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(made, want);
+    for (n, c) in names.iter().zip(&contents) {
+        assert_eq!(c.as_slice(), *n);
+        assert!(
+            fx.up("low").join(OsStr::from_bytes(n)).exists(),
+            "{n:?} not copied up"
+        );
+    }
+}
+both!(odd_names);
+
 fn posix_odds_and_ends(imp: Imp) {
     let fx = Fixture::new(&[
         "f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000\nd ld\nt ld 1000000000",
