@@ -41,6 +41,36 @@ fn lookup_precedence(imp: Imp) {
 }
 both!(lookup_precedence);
 
+fn many_layers(imp: Imp) {
+    // 40 lower layers, as deep images have: each adds a file; shadowing, a whiteout and an
+    // opaque dir deep in the stack.
+    let descs: Vec<String> = (0..40)
+        .map(|i| {
+            let mut d = format!("f only{i:02} {i}\nf all {i}\nf d/x{i:02} {i}\n");
+            if i == 5 {
+                d.push_str("w only30\n");
+            }
+            if i == 10 {
+                d.push_str("o d\n");
+            }
+            d
+        })
+        .collect();
+    let refs: Vec<&str> = descs.iter().map(String::as_str).collect();
+    let fx = Fixture::new(&refs);
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("cat all only00 only39"), "0\n0\n39\n");
+    assert_eq!(m.sh("ls | grep -c only"), "39\n", "only30 is whited out");
+    assert_eq!(
+        m.sh("ls d | wc -l; ls d | tail -1"),
+        "11\nx10\n",
+        "d is opaque in layer 10"
+    );
+    m.sh("echo new >> only39 && rm only20");
+    assert_eq!(m.sh("cat only39; ls | grep -c only"), "39\nnew\n38\n");
+}
+both!(many_layers);
+
 fn whiteout_chardev(imp: Imp) {
     // Whiteouts in the upper and in a middle lower layer.
     let fx = Fixture::new(&["w b\nw dd\nf keep k", "f a a\nf b b\nd dd\nf dd/x x"])
