@@ -598,6 +598,9 @@ fn path_near_4096_bytes(imp: Imp) {
     assert_eq!(m.sh(&format!("cat {deep}/low {deep}/up")), "old\nnew\nx\n");
     let up = fx.up(&deep);
     assert_eq!(std::fs::read_to_string(up.join("up")).unwrap(), "x\n");
+    // Renaming and removing the whole deep tree.
+    m.sh(&format!("mv {comp} moved && rm -r moved"));
+    assert_eq!(m.sh("ls -A"), "");
 }
 both!(path_near_4096_bytes);
 
