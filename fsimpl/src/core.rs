@@ -281,9 +281,7 @@ impl UnionFs {
 
     fn read_origin(&self, fd: RawFd) -> Option<(u64, u64)> {
         let v = sys::getxattr_fd(fd, &self.rcl_xattr("origin")).ok()??;
-        let s = std::str::from_utf8(&v).ok()?;
-        let (a, b) = s.split_once(':')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
+        parse_origin(&v)
     }
 
     /// Resolves `name` inside the directory described by `parent` across all layers.
@@ -318,25 +316,29 @@ impl UnionFs {
                     f.upper = Some((Obj::Fd(Arc::new(fd)), st));
                 }
                 Some(st) => {
-                    let fd = sys::open_path(ufd, name)?;
-                    let raw = fd.as_raw_fd();
-                    f.origin = self.read_origin(raw);
+                    // Symlinks and special files cannot carry user.* xattrs: skip the reads
+                    // (an O_PATH open each) where they cannot be.
+                    let obj = Obj::At(up.clone(), name.to_os_string());
+                    let fmt = st.st_mode & libc::S_IFMT;
+                    if fmt == libc::S_IFREG || self.ns == "trusted" {
+                        f.origin = obj
+                            .getxattr(&self.rcl_xattr("origin"))
+                            .ok()
+                            .flatten()
+                            .and_then(|v| parse_origin(&v));
+                    }
                     stop = true;
-                    if st.st_mode & libc::S_IFMT == libc::S_IFREG
-                        && matches!(
-                            sys::getxattr_fd(raw, &self.ovl_xattr("metacopy")),
-                            Ok(Some(_))
-                        )
+                    if fmt == libc::S_IFREG
+                        && matches!(obj.getxattr(&self.ovl_xattr("metacopy")), Ok(Some(_)))
                     {
                         f.metacopy = true;
-                        if let Ok(Some(p)) = sys::getxattr_fd(raw, &self.rcl_xattr("lower")) {
+                        if let Ok(Some(p)) = obj.getxattr(&self.rcl_xattr("lower")) {
                             redirect = Some(PathBuf::from(OsStr::from_bytes(&p)));
                         } else {
                             stop = false;
                         }
                     }
-                    drop(fd);
-                    f.upper = Some((Obj::At(up.clone(), name.to_os_string()), st));
+                    f.upper = Some((obj, st));
                 }
                 None => {
                     if whiteout::has_wh_file(ufd, name) {
@@ -708,6 +710,13 @@ impl UnionFs {
             Some(_) => sys::unlinkat(dir, name, 0),
         }
     }
+}
+
+/// Parses a recorded origin `dev:ino`.
+fn parse_origin(v: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (a, b) = s.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 fn clean_work(wfd: RawFd) -> io::Result<()> {

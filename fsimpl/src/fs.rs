@@ -936,9 +936,7 @@ impl Filesystem for UnionFs {
                     .meta()
                     .cloned()
                     .ok_or_else(|| eno(libc::ESTALE))?;
-            let fd = meta.fd()?;
-            let fd = fd.as_raw_fd();
-            sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
+            meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
         })();
         match r {
             Ok(v) => Self::xattr_reply(&v, size, reply),

@@ -52,6 +52,17 @@ impl Obj {
         }
     }
 
+    /// Reads xattr `attr` of the object (`None` when absent).
+    pub fn getxattr(&self, attr: &std::ffi::CStr) -> io::Result<Option<Vec<u8>>> {
+        if let Obj::At(d, n) = self {
+            match sys::getxattrat(d.as_raw_fd(), n, attr) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+                r => return r,
+            }
+        }
+        sys::getxattr_fd(self.fd()?.as_raw_fd(), attr)
+    }
+
     /// lstat of the object.
     pub fn stat(&self) -> io::Result<libc::stat> {
         match self {
