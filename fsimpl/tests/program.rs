@@ -488,19 +488,21 @@ fn rootless(imp: Imp) {
         Ok(ids) => ids,
         Err(why) => testkit::skip!("no unprivileged test user: {why}"),
     };
-    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1"]);
+    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1\nf ld/y y"]);
     let mount = match imp {
         Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr,nodev\" \"$D/mnt\"",
         Imp::RclFs => "\"$RCLFS\" -o \"$OPTS,nodev\" \"$D/mnt\"",
     };
     let body = format!(
         "{mount}\ncd \"$D/mnt\"\ncat a\necho new > n\nmkdir nd\nrm b\nrm -r d\nmkdir d\n\
-         ls -A\nstat -c '%u %g' n a\ncd /\numount \"$D/mnt\"\necho unmounted"
+         ls -A\nstat -c '%u %g' n a\nmv a a2\nmv ld ld2\ncd /\numount \"$D/mnt\"\necho unmounted\n\
+         {mount}\ncd \"$D/mnt\"\nls -A\ncat a2 ld2/y n\ncd /\numount \"$D/mnt\""
     );
     let out = run_rootless(&fx, uid, gid, &body);
     assert!(out.success(), "{imp:?} rootless: {out:#?}");
     assert_eq!(
-        out.stdout, "hello\na\nd\nn\nnd\n0 0\n0 0\nunmounted\n",
+        out.stdout,
+        "hello\na\nd\nld\nn\nnd\n0 0\n0 0\nunmounted\na2\nd\nld2\nn\nnd\nhello\ny\nnew\n",
         "{out:?}"
     );
     // On disk, what was created inside belongs to the test user; deletions are 0/0 whiteouts.
@@ -653,8 +655,6 @@ fn sigint_to_foreground_server_unmounts_and_exits_0() {
 }
 
 #[test]
-#[ignore = "rcl-fs: passthrough=on mounts rootless (where passthrough cannot be had) instead of \
-            failing as OverlayConfig documents"]
 fn rootless_passthrough_on_fails_to_mount() {
     need!(Imp::RclFs);
     let (uid, gid) = match testkit::test_user() {
