@@ -217,3 +217,32 @@ fn forwards_sigterm_single_map() {
 fn rcl_killed_single_map() {
     rcl_killed(As::Unmapped);
 }
+
+fn rcl_killed_during_setup(who: As) {
+    need!(who);
+    let env = Env::new(who, "earlykill");
+    let spec = env.spec("sleep 1000", "[resources]\npids = 50\n");
+    // Kill rcl at many points of its setup: whatever was made so far is removed by the holder.
+    for ms in [0u64, 1, 2, 4, 6, 8, 12, 16, 25, 40] {
+        let mut cmd = env.command();
+        cmd.args(["run", spec.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        env.assert_clean();
+    }
+}
+
+#[test]
+fn rcl_killed_during_setup_root() {
+    rcl_killed_during_setup(As::Root);
+}
+
+#[test]
+fn rcl_killed_during_setup_rootless() {
+    rcl_killed_during_setup(As::User);
+}

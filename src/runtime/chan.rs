@@ -166,6 +166,24 @@ impl Chan {
         Ok((out, self.eof))
     }
 
+    /// Closes both directions: the peer reads end of file.
+    pub fn shutdown(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// True when the peer has closed its end (whether or not everything was read).
+    pub fn peer_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        if self.eof {
+            return true;
+        }
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    }
+
     /// True once the peer has closed and every message was taken.
     pub fn is_closed(&self) -> bool {
         self.eof && self.buf.is_empty()

@@ -25,34 +25,43 @@ use crate::cgroup::Cgroup;
 use crate::spec::NsMode;
 
 /// Entry point of the forked holder process; never returns.
-pub fn holder_main(plan: &Plan, rcl: &mut Chan, cgroup: &mut Option<Cgroup>) -> ! {
-    let code = match holder(plan, rcl, cgroup) {
+pub fn holder_main(plan: &Plan, rcl: &mut Chan) -> ! {
+    let code = match holder(plan, rcl) {
         Ok(()) => 0,
         Err(e) => {
             let _ = rcl.send("err", &format!("{e:#}"));
             1
         }
     };
+    if rcl.peer_gone() {
+        // rcl is gone: nobody else will remove what it made for this container.
+        let _ = std::fs::remove_dir_all(&plan.state);
+        if let Ok(cg) = Cgroup::open(&plan.id) {
+            let _ = cg.destroy();
+        }
+    }
     sys::exit_now(code)
 }
 
-fn holder(plan: &Plan, rcl: &mut Chan, cgroup: &mut Option<Cgroup>) -> Result<()> {
+fn holder(plan: &Plan, rcl: &mut Chan) -> Result<()> {
     // The signals rcl forwards stay blocked here (inherited from rcl): a Ctrl-C on the terminal
     // reaches the whole process group, and the holder must survive it to clean up. The
     // container init unblocks them.
+    let mut flags = CloneFlags::CLONE_NEWNS;
     if plan.userns.is_some() {
-        unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-            .context("creating the user and mount namespaces")?;
-        rcl.send("unshared", "")?;
-        match rcl.recv()? {
-            Some(m) if m.word == "mapped" => {}
-            _ => bail!("rcl did not write the id maps"),
-        }
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    unshare(flags).context("creating the holder's namespaces")?;
+    // rcl now makes the state directory and the cgroup, and writes the id maps.
+    rcl.send("unshared", "")?;
+    match rcl.recv()? {
+        Some(m) if m.word == "mapped" => {}
+        _ => bail!("rcl went away during setup"),
+    }
+    if plan.userns.is_some() {
         let (u, g) = (Uid::from_raw(0), Gid::from_raw(0));
         nix::unistd::setresgid(g, g, g).context("becoming root in the user namespace")?;
         nix::unistd::setresuid(u, u, u).context("becoming root in the user namespace")?;
-    } else {
-        unshare(CloneFlags::CLONE_NEWNS).context("creating the mount namespace")?;
     }
     mount(
         None::<&str>,
@@ -69,14 +78,7 @@ fn holder(plan: &Plan, rcl: &mut Chan, cgroup: &mut Option<Cgroup>) -> Result<()
         init: None,
     };
     let result = serve(plan, rcl, &mut cleanup);
-    let rcl_gone = rcl.is_closed() || result.is_err();
     cleanup.run();
-    if rcl_gone {
-        // Nobody else will remove the cgroup.
-        if let Some(cg) = cgroup.take() {
-            let _ = cg.destroy();
-        }
-    }
     let code = result?;
     let _ = rcl.send("exit", &code.to_string());
     Ok(())

@@ -71,6 +71,8 @@ pub struct Exit {
 /// Everything the forked processes need, computed before the first fork.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    /// The container's id (its state directory's and cgroup's name).
+    id: String,
     /// Per-container state directory (removed at exit).
     state: PathBuf,
     /// Where the union filesystem is mounted (inside `state`).
@@ -183,6 +185,7 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
         .collect();
     let mountpoint = state.join("rootfs");
     Ok(Plan {
+        id: id.to_string(),
         rootfs: RootfsPlan {
             root: mountpoint.clone(),
             fresh_proc: spec.namespaces.pid == NsMode::New,
@@ -286,34 +289,15 @@ impl Container {
     pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
         let id = format!("{}-{}", spec.name, std::process::id());
         let plan = build_plan(spec, opts, &id)?;
-        if let Err(e) = prepare_dirs(&plan) {
-            if plan.state.is_dir() {
-                let _ = fs::remove_dir_all(&plan.state);
-            }
-            return Err(e);
-        }
-        let cgroup = match make_cgroup(spec, opts, &id) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&plan.state);
-                return Err(e);
-            }
-        };
+        // The holder exists before anything is created on disk or in the cgroup tree: from then
+        // on, whichever of rcl and the holder survives the other removes it all.
         let (chan, mut holder_end) = Chan::pair()?;
-        let mut cg_copy = cgroup;
-        let holder = match sys::fork().context("forking the holder") {
-            Ok(None) => {
+        let holder = match sys::fork().context("forking the holder")? {
+            None => {
                 sys::close_raw(chan.as_fd().as_raw_fd());
-                holder::holder_main(&plan, &mut holder_end, &mut cg_copy)
+                holder::holder_main(&plan, &mut holder_end)
             }
-            Ok(Some(pid)) => pid,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&plan.state);
-                if let Some(cg) = cg_copy {
-                    let _ = cg.destroy();
-                }
-                return Err(e);
-            }
+            Some(pid) => pid,
         };
         drop(holder_end);
         let mut c = Container {
@@ -323,14 +307,14 @@ impl Container {
             chan,
             pty_master: None,
             init_pid: Pid::from_raw(0),
-            cgroup: cg_copy,
+            cgroup: None,
             exit: None,
             error: None,
             exec_error: None,
             stop_signal: spec.lifecycle.stop_signal,
             stop_timeout: spec.lifecycle.stop_timeout,
         };
-        if let Err(e) = c.handshake() {
+        if let Err(e) = c.handshake(spec, opts) {
             c.finish();
             let e = match c.error.take() {
                 Some(msg) => anyhow!(msg),
@@ -341,7 +325,7 @@ impl Container {
         Ok(c)
     }
 
-    fn handshake(&mut self) -> Result<()> {
+    fn handshake(&mut self, spec: &Spec, opts: &RunOptions) -> Result<()> {
         // Longer than the holder's own limit on the filesystem server (60 s), so that the
         // holder's clearer error arrives first.
         let limit = Duration::from_secs(90);
@@ -355,10 +339,13 @@ impl Container {
             };
             match m.word.as_str() {
                 "unshared" => {
-                    let holder = self.holder.context("no holder")?;
-                    let map = self.plan.userns.as_ref().context("no user namespace")?;
-                    map.write(holder)
-                        .context("writing the user namespace id maps")?;
+                    prepare_dirs(&self.plan)?;
+                    self.cgroup = make_cgroup(spec, opts, &self.id)?;
+                    if let Some(map) = &self.plan.userns {
+                        let holder = self.holder.context("no holder")?;
+                        map.write(holder)
+                            .context("writing the user namespace id maps")?;
+                    }
                     self.chan.send("mapped", "")?;
                 }
                 "pid" => {
@@ -479,6 +466,8 @@ impl Container {
 
     /// Reaps the holder and removes what it could not (it normally removes everything).
     fn finish(&mut self) {
+        // A holder still waiting for rcl sees the end of the channel and cleans up.
+        self.chan.shutdown();
         if let Some(h) = self.holder.take() {
             let _ = waitpid(h, None);
         }
