@@ -133,11 +133,12 @@ fn wait_exit(pid: Pid, limit: Duration) -> bool {
 fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
     // 1. The union filesystem server, in this user + mount namespace, outside the container's.
     let (mut to_server, mut server_end) = Chan::pair()?;
+    let me = nix::unistd::getpid();
     match sys::fork().context("forking the filesystem server")? {
         None => {
             sys::close_raw(rcl.as_fd().as_raw_fd());
             sys::close_raw(to_server.as_fd().as_raw_fd());
-            super::server::server_main(plan, &mut server_end)
+            super::server::server_main(plan, &mut server_end, me)
         }
         Some(pid) => cleanup.server = Some(pid),
     }
@@ -159,7 +160,7 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
         None => {
             sys::close_raw(rcl.as_fd().as_raw_fd());
             sys::close_raw(to_init.as_fd().as_raw_fd());
-            container_main(plan, &mut init_end)
+            container_main(plan, &mut init_end, me)
         }
         Some(pid) => pid,
     };

@@ -39,8 +39,8 @@ pub fn status_code(st: WaitStatus) -> Option<i32> {
 }
 
 /// Entry point of the forked container process; never returns.
-pub fn container_main(plan: &Plan, chan: &mut Chan) -> ! {
-    match setup(plan, chan) {
+pub fn container_main(plan: &Plan, chan: &mut Chan, holder: Pid) -> ! {
+    match setup(plan, chan, holder) {
         Ok(never) => match never {},
         Err(e) => {
             let _ = chan.send("err", &format!("setting up the container: {e:#}"));
@@ -134,8 +134,13 @@ fn resolve_user(user: &User) -> Result<Ident> {
     })
 }
 
-fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
+fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    // In a new pid namespace the parent shows as 0; otherwise it must still be the holder.
+    let parent = nix::unistd::getppid();
+    if parent != holder && parent.as_raw() != 0 {
+        sys::exit_now(125);
+    }
     // rcl and the holder block the signals they handle; the container starts with none blocked.
     SigSet::all()
         .thread_unblock()

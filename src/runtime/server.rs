@@ -9,8 +9,8 @@ use super::{sys, Plan};
 
 /// Entry point of the forked server; never returns. Sends `mounted` (or `err MESSAGE`) on
 /// `chan` once the mount is live.
-pub fn server_main(plan: &Plan, chan: &mut Chan) -> ! {
-    match mount(plan) {
+pub fn server_main(plan: &Plan, chan: &mut Chan, holder: nix::unistd::Pid) -> ! {
+    match mount(plan, holder) {
         Ok(session) => {
             if chan.send("mounted", "").is_err() {
                 sys::exit_now(1);
@@ -34,10 +34,11 @@ pub fn server_main(plan: &Plan, chan: &mut Chan) -> ! {
     }
 }
 
-fn mount(plan: &Plan) -> Result<fsimpl::Session> {
+fn mount(plan: &Plan, holder: nix::unistd::Pid) -> Result<fsimpl::Session> {
     // Die with the holder: the mount namespace, and so the mount, go with it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
-    if nix::unistd::getppid().as_raw() == 1 {
+    if nix::unistd::getppid() != holder {
+        // The holder died before the line above took effect.
         sys::exit_now(1);
     }
     // Own process group: a Ctrl-C on the terminal must not reach the server directly.
