@@ -47,7 +47,21 @@ fn load(path: &std::path::Path) -> Result<rcl::spec::Spec, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // Usage errors in rcl's own format: `rcl: error: ...`, then clap's usage lines.
+            let text = e.render().to_string();
+            eprint!("rcl: {text}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Cmd::Check { spec } => match load(&spec) {
             Ok(_) => ExitCode::SUCCESS,

@@ -370,6 +370,11 @@ impl Container {
         &self.id
     }
 
+    /// The container's state directory (removed when it is gone).
+    pub fn state_dir(&self) -> &Path {
+        &self.plan.state
+    }
+
     /// The host pid of the container's first process.
     pub fn pid(&self) -> i32 {
         self.init_pid.as_raw()
