@@ -1296,6 +1296,10 @@ fn errno_parity(imp: Imp) {
                     b"v",
                 )),
             ),
+            (
+                "user xattr on a symlink",
+                x(common::set_xattr(&p("ln"), "user.x", b"v")),
+            ),
             ("mknod over f", {
                 let c =
                     std::ffi::CString::new(p("f").into_os_string().into_encoded_bytes()).unwrap();
@@ -1333,6 +1337,7 @@ fn errno_parity(imp: Imp) {
         libc::ENAMETOOLONG,
         libc::ENAMETOOLONG,
         libc::ERANGE,
+        libc::EPERM,
         libc::EEXIST,
     ];
     let mismatches: Vec<String> = got
