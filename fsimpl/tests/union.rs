@@ -71,6 +71,19 @@ fn many_layers(imp: Imp) {
 }
 both!(many_layers);
 
+fn root_dir_attributes(imp: Imp) {
+    // The mount's root shows the upper root's attributes, and changes go there.
+    let fx = Fixture::new(&["f a 1"]);
+    common::build(&fx.lowers[0], "m . 750\nu . 7 8");
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("stat -c '%a %u %g' ."), "755 0 0\n");
+    m.sh("chmod 711 . && chown 3:4 .");
+    assert_eq!(m.sh("stat -c '%a %u %g' ."), "711 3 4\n");
+    assert_eq!(disk_stat(&fx.upper, "%a %u %g"), "711 3 4");
+    assert_eq!(disk_stat(&fx.lowers[0], "%a %u %g"), "750 7 8");
+}
+both!(root_dir_attributes);
+
 fn whiteout_chardev(imp: Imp) {
     // Whiteouts in the upper and in a middle lower layer.
     let fx = Fixture::new(&["w b\nw dd\nf keep k", "f a a\nf b b\nd dd\nf dd/x x"])
