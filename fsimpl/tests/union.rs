@@ -2,7 +2,12 @@
 //!
 //! Each `both!(check)` makes `check::kernel` and `check::rclfs`. Where kernel overlayfs needs a
 //! mount option to offer a feature (redirect_dir, metacopy, index, userxattr) it gets it; checks
-//! of rcl-fs-only features (`.wh.` files, id mapping) run against rcl-fs alone.
+//! of rcl-fs-only features (`.wh.` files, id mapping) run against rcl-fs alone. The `cross`
+//! tests at the end mount one implementation on the layers the other wrote.
+//!
+//! Checks that rcl-fs does not pass yet are `#[ignore = "rcl-fs: ..."]` with the reason; run
+//! them with `cargo test -p fsimpl --test union -- --ignored`. Everything inside a mount is
+//! reached through subprocesses or [`common::within`], both bounded by a timeout.
 
 #[macro_use]
 mod common;
@@ -529,7 +534,18 @@ fn special_files(imp: Imp) {
     );
     m.sh("mkfifo f2 && mknod d2 c 1 5 && ln -s xyz l2");
     let sp = m.p("s2");
-    within(move || drop(std::os::unix::net::UnixListener::bind(sp).expect("bind socket")));
+    let echoed = within(move || {
+        use std::io::{Read, Write};
+        // Bind, then connect through the path in the mount and talk.
+        let l = std::os::unix::net::UnixListener::bind(&sp).expect("bind socket");
+        let mut c = std::os::unix::net::UnixStream::connect(&sp).expect("connect");
+        let (mut a, _) = l.accept().unwrap();
+        c.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        a.read_exact(&mut buf).unwrap();
+        buf
+    });
+    assert_eq!(&echoed, b"ping");
     assert_eq!(
         m.sh("stat -c '%F' f2 d2 l2 s2; readlink l2; stat -c '%t %T' d2"),
         "fifo\ncharacter special file\nsymbolic link\nsocket\nxyz\n1 5\n"
