@@ -1061,12 +1061,16 @@ fn permissions_for_other_users(imp: Imp) {
     let fx = Fixture::new(&[
         "f pub readable\nm pub 644\nf secret s\nm secret 600\nd ro 755\nd open 777\nd mine 755",
     ]);
-    common::build(&fx.lowers[0], &format!("u mine {uid} {gid}"));
+    common::build(
+        &fx.lowers[0],
+        &format!("u mine {uid} {gid}\nd deep/er 755\nd deep/er/own 755\nu deep/er/own {uid} {gid}"),
+    );
     let m = fx.mount(imp, "", "allow_other");
     let script = "cd \"$M\"; cat pub; cat secret 2>&1 | grep -c 'Permission denied'; \
         (echo x >> pub) 2>&1 | grep -c 'Permission denied'; \
         touch ro/f 2>&1 | grep -c 'Permission denied'; \
-        echo mine > open/f && echo mine2 > mine/g && stat -c '%u %g' open/f mine/g";
+        echo mine > open/f && echo mine2 > mine/g && echo deep > deep/er/own/h \
+        && stat -c '%u %g' open/f mine/g deep/er/own/h";
     let out = testkit::run_timeout(
         testkit::as_test_user("sh")
             .arg("-c")
@@ -1076,9 +1080,12 @@ fn permissions_for_other_users(imp: Imp) {
     );
     assert_eq!(
         out.stdout,
-        format!("readable\n1\n1\n1\n{uid} {gid}\n{uid} {gid}\n"),
+        format!("readable\n1\n1\n1\n{uid} {gid}\n{uid} {gid}\n{uid} {gid}\n"),
         "{out:?}"
     );
+    // Parents copied up on the user's behalf keep their owners.
+    assert_eq!(disk_stat(&fx.up("deep"), "%u %a"), "0 755");
+    assert_eq!(disk_stat(&fx.up("deep/er/own"), "%u"), uid.to_string());
     assert_eq!(disk_stat(&fx.up("open/f"), "%u %g"), format!("{uid} {gid}"));
 }
 both!(permissions_for_other_users);
