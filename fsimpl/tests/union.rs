@@ -1090,6 +1090,35 @@ fn permissions_for_other_users(imp: Imp) {
 }
 both!(permissions_for_other_users);
 
+fn setuid_programs_run_setuid(imp: Imp) {
+    // A container rootfs needs suid binaries (su, ping): the mount must not be nosuid.
+    let (uid, _) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&[]);
+    let lower = fx.dir.path().join("l-suid");
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::copy("/usr/bin/id", lower.join("id")).unwrap();
+    testkit::set_mode(&lower.join("id"), 0o4755);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        fx.upper.display(),
+        fx.work.display()
+    );
+    let m = fx.mount_with(imp, &opts, "", "allow_other");
+    let out = testkit::run_timeout(
+        testkit::as_test_user("sh")
+            .arg("-c")
+            .arg("\"$M/id\" -u; \"$M/id\" -ru")
+            .env("M", &m.mnt),
+        common::STEP,
+    );
+    assert_eq!(out.stdout, format!("0\n{uid}\n"), "{out:?}");
+}
+both!(setuid_programs_run_setuid);
+
 fn sparse_copy_up_keeps_holes(imp: Imp) {
     let fx = Fixture::new(&[]);
     let lower = fx.dir.path().join("l-sparse");
