@@ -102,6 +102,14 @@ fn whiteout_chardev(imp: Imp) {
             "{name}: {out:?}"
         );
     }
+    // Names whited out in a lower come back empty-handed when recreated, and go again.
+    m.sh("echo new > b && mkdir dd && echo A > a");
+    assert_eq!(m.sh("cat a b; ls -A dd"), "A\nnew\n");
+    m.sh("rm a b && rmdir dd");
+    assert_eq!(m.sh("ls -A"), "keep\nnew\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("ls -A"), "keep\nnew\n");
 }
 both!(whiteout_chardev);
 
