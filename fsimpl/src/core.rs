@@ -191,7 +191,17 @@ impl UnionFs {
             }
             let ifd = sys::open_dir(wfd.as_raw_fd(), OsStr::new(INDEX_SUBDIR)).map_err(werr)?;
             ns = match cfg.xattr_namespace {
-                XattrNamespace::Trusted => "trusted",
+                XattrNamespace::Trusted => {
+                    if probe_trusted(wfd.as_raw_fd()) != "trusted" {
+                        return Err(Error::Config(format!(
+                            "xattr namespace trusted: trusted.* xattrs cannot be set on the \
+                             upper filesystem of {} (needs CAP_SYS_ADMIN in the initial user \
+                             namespace); use user or auto",
+                            up.display()
+                        )));
+                    }
+                    "trusted"
+                }
                 XattrNamespace::User => "user",
                 XattrNamespace::Auto => probe_trusted(wfd.as_raw_fd()),
             };

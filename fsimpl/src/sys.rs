@@ -569,3 +569,17 @@ pub fn getxattrat(dir: RawFd, name: &OsStr, attr: &CStr) -> io::Result<Option<Ve
         }
     }
 }
+
+/// `copy_file_range` between two fds at the given offsets; returns the bytes copied.
+pub fn copy_range(
+    src: RawFd,
+    src_off: u64,
+    dst: RawFd,
+    dst_off: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut a = src_off as i64;
+    let mut b = dst_off as i64;
+    // SAFETY: offsets are valid in/out pointers.
+    cvt_ssize(unsafe { libc::copy_file_range(src, &mut a, dst, &mut b, len, 0) } as isize)
+}
