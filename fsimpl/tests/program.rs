@@ -741,8 +741,6 @@ fn rootless_subid_ranges_rclfs() {
 }
 
 #[test]
-#[ignore = "rcl-fs: xattr=trusted mounts rootless, where trusted.* xattrs cannot be written; \
-            the first mkdir over a whiteout then fails with EPERM"]
 fn rootless_xattr_trusted_fails_to_mount() {
     need!(Imp::RclFs);
     let (uid, gid) = match testkit::test_user() {
