@@ -1019,6 +1019,11 @@ fn posix_odds_and_ends(imp: Imp) {
     // A name changes type: file -> dir, dir -> file.
     m.sh("rm b && mkdir b && echo y > b/y && rm -r d && echo now-a-file > d");
     assert_eq!(m.sh("cat b/y d; ls -A b"), "y\nnow-a-file\ny\n");
+    // readdir's d_type follows the change (find trusts d_type).
+    assert_eq!(
+        m.sh("find . -mindepth 1 -maxdepth 1 -type d | sort; echo; find . -maxdepth 1 -type f | sort"),
+        "./b\n./ld\n\n./d\n./e\n"
+    );
     // O_APPEND writes land at the end.
     m.sh("echo 1 >> e && echo 2 >> e");
     assert_eq!(m.sh("cat e"), "e\n1\n2\n");
