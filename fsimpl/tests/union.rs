@@ -1215,6 +1215,58 @@ both!(
                     reads as zeros, a moved dir shows empty)"
 );
 
+fn copy_file_range_within_the_mount(imp: Imp) {
+    let fx = Fixture::new(&["big src 4\nf small 0123456789"]);
+    let m = fx.mount(imp, "", "");
+    let root = m.mnt.clone();
+    let copied = within(move || {
+        use std::os::fd::AsRawFd;
+        let src = std::fs::File::open(root.join("src")).unwrap();
+        let dst = std::fs::File::create(root.join("dst")).unwrap();
+        let small = std::fs::File::open(root.join("small")).unwrap();
+        // Whole file, then 4 bytes from offset 3 of another file written at offset 100.
+        let mut total = 0i64;
+        loop {
+            // SAFETY: copy_file_range between fds we own, with null offsets (file positions).
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    1 << 20,
+                    0,
+                )
+            };
+            assert!(n >= 0, "{}", std::io::Error::last_os_error());
+            if n == 0 {
+                break;
+            }
+            total += n as i64;
+        }
+        let (mut off_in, mut off_out) = (3i64, 100i64);
+        let dst2 = std::fs::File::create(root.join("dst2")).unwrap();
+        // SAFETY: as above, with explicit offsets.
+        let n = unsafe {
+            libc::copy_file_range(
+                small.as_raw_fd(),
+                &mut off_in,
+                dst2.as_raw_fd(),
+                &mut off_out,
+                4,
+                0,
+            )
+        };
+        (total, n)
+    });
+    assert_eq!(copied, (4 << 20, 4));
+    m.sh("cmp src dst");
+    assert_eq!(m.sh("stat -c %s dst2; tail -c 4 dst2"), "104\n3456");
+    // The source stayed a lower file; the copies are in the upper.
+    assert!(!fx.up("src").exists() && fx.up("dst").exists());
+}
+both!(copy_file_range_within_the_mount);
+
 fn device_nodes_work(imp: Imp) {
     let fx = Fixture::new(&["c null 1 3\nc zero 1 5"]);
     let m = fx.mount(imp, "", "");
