@@ -739,3 +739,22 @@ fn rootless_subid_ranges_kernel() {
 fn rootless_subid_ranges_rclfs() {
     rootless_subid_ranges(Imp::RclFs);
 }
+
+#[test]
+fn rootless_xattr_trusted_fails_to_mount() {
+    need!(Imp::RclFs);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&["f a hello"]);
+    let out = run_rootless(
+        &fx,
+        uid,
+        gid,
+        "if \"$RCLFS\" -o \"$OPTS,xattr=trusted\" \"$D/mnt\"; then umount \"$D/mnt\"; \
+         echo mounted; else echo refused; fi",
+    );
+    assert_eq!(out.stdout, "refused\n", "{out:?}");
+    assert!(out.stderr.contains("trusted"), "{out:?}");
+}

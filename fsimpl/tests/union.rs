@@ -2,7 +2,12 @@
 //!
 //! Each `both!(check)` makes `check::kernel` and `check::rclfs`. Where kernel overlayfs needs a
 //! mount option to offer a feature (redirect_dir, metacopy, index, userxattr) it gets it; checks
-//! of rcl-fs-only features (`.wh.` files, id mapping) run against rcl-fs alone.
+//! of rcl-fs-only features (`.wh.` files, id mapping) run against rcl-fs alone. The `cross`
+//! tests at the end mount one implementation on the layers the other wrote.
+//!
+//! Checks that rcl-fs does not pass yet are `#[ignore = "rcl-fs: ..."]` with the reason; run
+//! them with `cargo test -p fsimpl --test union -- --ignored`. Everything inside a mount is
+//! reached through subprocesses or [`common::within`], both bounded by a timeout.
 
 #[macro_use]
 mod common;
@@ -71,6 +76,19 @@ fn many_layers(imp: Imp) {
 }
 both!(many_layers);
 
+fn root_dir_attributes(imp: Imp) {
+    // The mount's root shows the upper root's attributes, and changes go there.
+    let fx = Fixture::new(&["f a 1"]);
+    common::build(&fx.lowers[0], "m . 750\nu . 7 8");
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("stat -c '%a %u %g' ."), "755 0 0\n");
+    m.sh("chmod 711 . && chown 3:4 .");
+    assert_eq!(m.sh("stat -c '%a %u %g' ."), "711 3 4\n");
+    assert_eq!(disk_stat(&fx.upper, "%a %u %g"), "711 3 4");
+    assert_eq!(disk_stat(&fx.lowers[0], "%a %u %g"), "750 7 8");
+}
+both!(root_dir_attributes);
+
 fn whiteout_chardev(imp: Imp) {
     // Whiteouts in the upper and in a middle lower layer.
     let fx = Fixture::new(&["w b\nw dd\nf keep k", "f a a\nf b b\nd dd\nf dd/x x"])
@@ -84,6 +102,14 @@ fn whiteout_chardev(imp: Imp) {
             "{name}: {out:?}"
         );
     }
+    // Names whited out in a lower come back empty-handed when recreated, and go again.
+    m.sh("echo new > b && mkdir dd && echo A > a");
+    assert_eq!(m.sh("cat a b; ls -A dd"), "A\nnew\n");
+    m.sh("rm a b && rmdir dd");
+    assert_eq!(m.sh("ls -A"), "keep\nnew\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("ls -A"), "keep\nnew\n");
 }
 both!(whiteout_chardev);
 
@@ -516,7 +542,18 @@ fn special_files(imp: Imp) {
     );
     m.sh("mkfifo f2 && mknod d2 c 1 5 && ln -s xyz l2");
     let sp = m.p("s2");
-    within(move || drop(std::os::unix::net::UnixListener::bind(sp).expect("bind socket")));
+    let echoed = within(move || {
+        use std::io::{Read, Write};
+        // Bind, then connect through the path in the mount and talk.
+        let l = std::os::unix::net::UnixListener::bind(&sp).expect("bind socket");
+        let mut c = std::os::unix::net::UnixStream::connect(&sp).expect("connect");
+        let (mut a, _) = l.accept().unwrap();
+        c.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        a.read_exact(&mut buf).unwrap();
+        buf
+    });
+    assert_eq!(&echoed, b"ping");
     assert_eq!(
         m.sh("stat -c '%F' f2 d2 l2 s2; readlink l2; stat -c '%t %T' d2"),
         "fifo\ncharacter special file\nsymbolic link\nsocket\nxyz\n1 5\n"
@@ -982,6 +1019,11 @@ fn posix_odds_and_ends(imp: Imp) {
     // A name changes type: file -> dir, dir -> file.
     m.sh("rm b && mkdir b && echo y > b/y && rm -r d && echo now-a-file > d");
     assert_eq!(m.sh("cat b/y d; ls -A b"), "y\nnow-a-file\ny\n");
+    // readdir's d_type follows the change (find trusts d_type).
+    assert_eq!(
+        m.sh("find . -mindepth 1 -maxdepth 1 -type d | sort; echo; find . -maxdepth 1 -type f | sort"),
+        "./b\n./ld\n\n./d\n./e\n"
+    );
     // O_APPEND writes land at the end.
     m.sh("echo 1 >> e && echo 2 >> e");
     assert_eq!(m.sh("cat e"), "e\n1\n2\n");
@@ -1032,12 +1074,16 @@ fn permissions_for_other_users(imp: Imp) {
     let fx = Fixture::new(&[
         "f pub readable\nm pub 644\nf secret s\nm secret 600\nd ro 755\nd open 777\nd mine 755",
     ]);
-    common::build(&fx.lowers[0], &format!("u mine {uid} {gid}"));
+    common::build(
+        &fx.lowers[0],
+        &format!("u mine {uid} {gid}\nd deep/er 755\nd deep/er/own 755\nu deep/er/own {uid} {gid}"),
+    );
     let m = fx.mount(imp, "", "allow_other");
     let script = "cd \"$M\"; cat pub; cat secret 2>&1 | grep -c 'Permission denied'; \
         (echo x >> pub) 2>&1 | grep -c 'Permission denied'; \
         touch ro/f 2>&1 | grep -c 'Permission denied'; \
-        echo mine > open/f && echo mine2 > mine/g && stat -c '%u %g' open/f mine/g";
+        echo mine > open/f && echo mine2 > mine/g && echo deep > deep/er/own/h \
+        && stat -c '%u %g' open/f mine/g deep/er/own/h";
     let out = testkit::run_timeout(
         testkit::as_test_user("sh")
             .arg("-c")
@@ -1047,12 +1093,44 @@ fn permissions_for_other_users(imp: Imp) {
     );
     assert_eq!(
         out.stdout,
-        format!("readable\n1\n1\n1\n{uid} {gid}\n{uid} {gid}\n"),
+        format!("readable\n1\n1\n1\n{uid} {gid}\n{uid} {gid}\n{uid} {gid}\n"),
         "{out:?}"
     );
+    // Parents copied up on the user's behalf keep their owners.
+    assert_eq!(disk_stat(&fx.up("deep"), "%u %a"), "0 755");
+    assert_eq!(disk_stat(&fx.up("deep/er/own"), "%u"), uid.to_string());
     assert_eq!(disk_stat(&fx.up("open/f"), "%u %g"), format!("{uid} {gid}"));
 }
 both!(permissions_for_other_users);
+
+fn setuid_programs_run_setuid(imp: Imp) {
+    // A container rootfs needs suid binaries (su, ping): the mount must not be nosuid.
+    let (uid, _) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&[]);
+    let lower = fx.dir.path().join("l-suid");
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::copy("/usr/bin/id", lower.join("id")).unwrap();
+    testkit::set_mode(&lower.join("id"), 0o4755);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        fx.upper.display(),
+        fx.work.display()
+    );
+    let m = fx.mount_with(imp, &opts, "", "allow_other");
+    let out = testkit::run_timeout(
+        testkit::as_test_user("sh")
+            .arg("-c")
+            .arg("\"$M/id\" -u; \"$M/id\" -ru")
+            .env("M", &m.mnt),
+        common::STEP,
+    );
+    assert_eq!(out.stdout, format!("0\n{uid}\n"), "{out:?}");
+}
+both!(setuid_programs_run_setuid);
 
 fn sparse_copy_up_keeps_holes(imp: Imp) {
     let fx = Fixture::new(&[]);
@@ -1101,6 +1179,93 @@ fn metacopy_survives_remount(imp: Imp) {
     assert_eq!(m.sh("cat g"), "small\nmore\n");
 }
 both!(metacopy_survives_remount);
+
+fn ro_mount_of_a_used_upper(imp: Imp) {
+    // Everything a read-write mount left in the upper (metacopy files, redirects, whiteouts,
+    // opaque dirs) reads the same through a later `ro` mount.
+    let fx = Fixture::new(&["big f 2\nf d/x x\nf e/y y\nf gone g"]);
+    let k = "metacopy=on";
+    let m = fx.mount(imp, k, "");
+    m.sh("chmod 600 f && mv d d2 && rm gone && rm -r e && mkdir e && echo n > e/n");
+    let view = "stat -c %a f; md5sum < f; ls -A; ls -A d2 e";
+    let want = m.sh(view);
+    m.unmount();
+    let m = fx.mount_with(imp, &format!("{},ro", fx.rw_opts()), k, "");
+    assert_eq!(m.sh(view), want);
+}
+both!(ro_mount_of_a_used_upper);
+
+fn used_upper_as_lower_layer(imp: Imp) {
+    // An upper a read-write mount produced (metacopy files, redirects, whiteouts, opaque dirs)
+    // stacked as a lower layer over its old lowers reads the same.
+    let fx = Fixture::new(&["big f 2\nf d/x x\nf e/y y\nf gone g"]);
+    let k = "metacopy=on";
+    let m = fx.mount(imp, k, "");
+    m.sh("chmod 600 f && mv d d2 && rm gone && rm -r e && mkdir e && echo n > e/n");
+    let view = "stat -c %a f; md5sum < f; ls -A; ls -A d2 e";
+    let want = m.sh(view);
+    m.unmount();
+    let opts = format!("lowerdir={}:{}", fx.upper.display(), fx.lowers[0].display());
+    let m = fx.mount_with(imp, &opts, k, "");
+    assert_eq!(m.sh(view), want);
+}
+both!(
+    used_upper_as_lower_layer,
+    rclfs_ignore = "rcl-fs: metacopy files and redirects in a lower layer are not followed (data \
+                    reads as zeros, a moved dir shows empty)"
+);
+
+fn copy_file_range_within_the_mount(imp: Imp) {
+    let fx = Fixture::new(&["big src 4\nf small 0123456789"]);
+    let m = fx.mount(imp, "", "");
+    let root = m.mnt.clone();
+    let copied = within(move || {
+        use std::os::fd::AsRawFd;
+        let src = std::fs::File::open(root.join("src")).unwrap();
+        let dst = std::fs::File::create(root.join("dst")).unwrap();
+        let small = std::fs::File::open(root.join("small")).unwrap();
+        // Whole file, then 4 bytes from offset 3 of another file written at offset 100.
+        let mut total = 0i64;
+        loop {
+            // SAFETY: copy_file_range between fds we own, with null offsets (file positions).
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    1 << 20,
+                    0,
+                )
+            };
+            assert!(n >= 0, "{}", std::io::Error::last_os_error());
+            if n == 0 {
+                break;
+            }
+            total += n as i64;
+        }
+        let (mut off_in, mut off_out) = (3i64, 100i64);
+        let dst2 = std::fs::File::create(root.join("dst2")).unwrap();
+        // SAFETY: as above, with explicit offsets.
+        let n = unsafe {
+            libc::copy_file_range(
+                small.as_raw_fd(),
+                &mut off_in,
+                dst2.as_raw_fd(),
+                &mut off_out,
+                4,
+                0,
+            )
+        };
+        (total, n)
+    });
+    assert_eq!(copied, (4 << 20, 4));
+    m.sh("cmp src dst");
+    assert_eq!(m.sh("stat -c %s dst2; tail -c 4 dst2"), "104\n3456");
+    // The source stayed a lower file; the copies are in the upper.
+    assert!(!fx.up("src").exists() && fx.up("dst").exists());
+}
+both!(copy_file_range_within_the_mount);
 
 fn device_nodes_work(imp: Imp) {
     let fx = Fixture::new(&["c null 1 3\nc zero 1 5"]);
@@ -1296,6 +1461,10 @@ fn errno_parity(imp: Imp) {
                     b"v",
                 )),
             ),
+            (
+                "user xattr on a symlink",
+                x(common::set_xattr(&p("ln"), "user.x", b"v")),
+            ),
             ("mknod over f", {
                 let c =
                     std::ffi::CString::new(p("f").into_os_string().into_encoded_bytes()).unwrap();
@@ -1333,6 +1502,7 @@ fn errno_parity(imp: Imp) {
         libc::ENAMETOOLONG,
         libc::ENAMETOOLONG,
         libc::ERANGE,
+        libc::EPERM,
         libc::EEXIST,
     ];
     let mismatches: Vec<String> = got
