@@ -197,7 +197,11 @@ fn check_and_cli() {
     assert!(out.stdout.starts_with("rcl "), "{out:#?}");
     let out = env.rcl(&["frobnicate"]);
     assert_eq!(out.code(), Some(2), "{out:#?}");
-    assert!(out.stderr.starts_with("rcl: error: unrecognized subcommand"), "{out:#?}");
+    assert!(
+        out.stderr
+            .starts_with("rcl: error: unrecognized subcommand"),
+        "{out:#?}"
+    );
     env.assert_clean();
 }
 
