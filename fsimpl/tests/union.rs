@@ -1209,11 +1209,7 @@ fn used_upper_as_lower_layer(imp: Imp) {
     let m = fx.mount_with(imp, &opts, k, "");
     assert_eq!(m.sh(view), want);
 }
-both!(
-    used_upper_as_lower_layer,
-    rclfs_ignore = "rcl-fs: metacopy files and redirects in a lower layer are not followed (data \
-                    reads as zeros, a moved dir shows empty)"
-);
+both!(used_upper_as_lower_layer);
 
 fn copy_file_range_within_the_mount(imp: Imp) {
     let fx = Fixture::new(&["big src 4\nf small 0123456789"]);
