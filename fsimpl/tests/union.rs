@@ -1263,6 +1263,28 @@ fn copy_file_range_within_the_mount(imp: Imp) {
 }
 both!(copy_file_range_within_the_mount);
 
+/// A kernel-written upper (metacopy=on: metacopy files and redirects) stacked by rcl-fs as a
+/// lower layer over its old lowers.
+#[test]
+#[ignore = "rcl-fs: a kernel-written upper used as a lower: metacopy files' and moved dirs' \
+            overlay.redirect are not followed"]
+fn rclfs_stacks_a_kernel_upper_as_lower() {
+    for imp in [Imp::Kernel, Imp::RclFs] {
+        if let Some(why) = common::unavailable(imp) {
+            testkit::skip!("{why}");
+        }
+    }
+    let fx = Fixture::new(&["big f 2\nf d/x x\nf e/y y\nf gone g\nf c c"]);
+    let m = fx.mount(Imp::Kernel, "metacopy=on", "");
+    m.sh("chmod 600 f && mv d d2 && mv c c2 && rm gone && rm -r e && mkdir e && echo n > e/n");
+    let view = "stat -c %a f; md5sum < f; ls -A; ls -A d2 e; cat c2";
+    let want = m.sh(view);
+    m.unmount();
+    let opts = format!("lowerdir={}:{}", fx.upper.display(), fx.lowers[0].display());
+    let m = common::mount_at(Imp::RclFs, &opts, &fx.mnt);
+    assert_eq!(m.sh(view), want);
+}
+
 fn device_nodes_work(imp: Imp) {
     let fx = Fixture::new(&["c null 1 3\nc zero 1 5"]);
     let m = fx.mount(imp, "", "");
