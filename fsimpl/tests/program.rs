@@ -557,7 +557,17 @@ fn sigterm_while_busy_unmounts_and_exits() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait until it sits in the mount (readlink of /proc/PID/cwd does not enter the mount).
+    let cwd = format!("/proc/{}/cwd", busy.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&cwd).ok().as_deref() != Some(fx.mnt.as_path()) {
+        assert!(
+            Instant::now() < deadline,
+            "the busy process never entered the mount"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let out = run_timeout(Command::new("umount").arg(&fx.mnt), STEP);
     assert!(!out.success() && out.stderr.contains("busy"), "{out:?}");
     nix::sys::signal::kill(
