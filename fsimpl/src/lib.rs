@@ -28,6 +28,7 @@ mod fs;
 mod layer;
 mod node;
 mod ops;
+pub mod options;
 mod sys;
 mod whiteout;
 mod xattr;

@@ -1,6 +1,46 @@
 //! The container runtime: namespaces, the union root filesystem, isolation and PID 1.
+//!
+//! Process layout (works rootless and as root):
+//!
+//! ```text
+//! rcl (this process: waits, relays signals, cleans up)
+//!  └─ holder      new user (rootless, or --userns) + mount namespace; id maps written by rcl
+//!      ├─ server  serves the union filesystem mounted on a private directory (fsimpl)
+//!      └─ init    new pid/uts/ipc/net/cgroup/mount namespaces, pivots into the union mount;
+//!          └─ command   (with `init = true`; otherwise init execs the command itself)
+//! ```
+//!
+//! Use [`run`] for the foreground `rcl run`, or [`Container`] for finer control
+//! (create, start, signal, wait).
 
-use crate::spec::Spec;
+mod chan;
+mod holder;
+mod idmap;
+mod init;
+mod mounts;
+mod security_glue;
+mod server;
+mod sys;
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::cgroup::Cgroup;
+use crate::spec::{Layer, MountKind, Namespaces, NsMode, Process, Spec};
+use chan::Chan;
+pub use idmap::IdMap;
+pub use init::FORWARDED;
+use mounts::RootfsPlan;
+pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 
 /// Options of `rcl run` that are not part of the spec.
 #[derive(Debug, Clone, Default)]
@@ -11,11 +51,628 @@ pub struct RunOptions {
     pub interactive: bool,
     /// Fail when a resource limit cannot be applied instead of warning.
     pub require_limits: bool,
+    /// Use a user namespace even when running as root (always used when rootless).
+    pub userns: bool,
+    /// Give the container a terminal of its own (a pseudo-terminal relayed to rcl's stdin and
+    /// stdout, whose size follows rcl's terminal). `rcl run` sets it when stdin is a terminal.
+    pub terminal: bool,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit status: the command's code, or 128+N when killed by signal N (127 when the command
+    /// could not be executed).
+    pub code: i32,
+    /// Why the command could not be executed, when that happened.
+    pub exec_error: Option<String>,
+}
+
+/// Everything the forked processes need, computed before the first fork.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The container's id (its state directory's and cgroup's name).
+    id: String,
+    /// Per-container state directory (removed at exit).
+    state: PathBuf,
+    /// Where the union filesystem is mounted (inside `state`).
+    mountpoint: PathBuf,
+    /// The union filesystem's configuration.
+    overlay: fsimpl::OverlayConfig,
+    /// The user namespace's id maps, when one is used.
+    userns: Option<IdMap>,
+    namespaces: Namespaces,
+    hostname: String,
+    rootfs: RootfsPlan,
+    process: Process,
+    init: bool,
+    pass_stdin: bool,
+    /// Give the command a terminal made in the container's /dev/pts.
+    terminal: bool,
+    security: security_glue::Prepared,
+}
+
+/// A container: created (init held before exec), then started, then waited for.
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    plan: Plan,
+    holder: Option<Pid>,
+    chan: Chan,
+    pty_master: Option<OwnedFd>,
+    init_pid: Pid,
+    cgroup: Option<Cgroup>,
+    exit: Option<Exit>,
+    error: Option<String>,
+    exec_error: Option<String>,
+    stop_signal: i32,
+    stop_timeout: Duration,
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn mkdir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn resolve_layers(spec: &Spec) -> Result<Vec<PathBuf>> {
+    spec.rootfs
+        .layers
+        .iter()
+        .map(|l| match l {
+            Layer::Dir(p) => {
+                if !p.is_dir() {
+                    bail!("layer {} is not a directory", p.display());
+                }
+                Ok(p.clone())
+            }
+            Layer::Host(progs) => host_layer(progs),
+        })
+        .collect()
+}
+
+/// Builds (or finds cached) a layer with host programs and their shared libraries.
+fn host_layer(progs: &[PathBuf]) -> Result<PathBuf> {
+    crate::hostlayer::build(progs, &crate::paths::host_layer_cache())
+        .context("building the host program layer")
+}
+
+fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
+    let root = nix::unistd::geteuid().is_root();
+    let userns = (!root || opts.userns).then(IdMap::detect);
+    let state = crate::paths::state_dir().join(id);
+    let lowers = resolve_layers(spec)?;
+    let mut overlay = fsimpl::OverlayConfig::new(lowers);
+    overlay.allow_other = true;
+    overlay.fsname = format!("rcl:{id}");
+    if !spec.rootfs.readonly {
+        let (upper, work) = match &spec.rootfs.upper {
+            Some(u) => {
+                let name = u
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "upper".into());
+                (u.clone(), u.with_file_name(format!(".{name}.work")))
+            }
+            None => (state.join("upper"), state.join("work")),
+        };
+        overlay = overlay.with_upper(upper, work);
+    }
+    let mut process = spec.process.clone();
+    if !opts.command.is_empty() {
+        process.args = opts.command.clone();
+    }
+    let etc = state.join("etc");
+    let mut etc_files = vec![
+        (etc.join("hostname"), "/etc/hostname"),
+        (etc.join("hosts"), "/etc/hosts"),
+    ];
+    if Path::new("/etc/resolv.conf").exists() {
+        etc_files.push((etc.join("resolv.conf"), "/etc/resolv.conf"));
+    }
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let dir = match &m.kind {
+                MountKind::Volume { name } => Some(crate::paths::volume_dir(name)),
+                _ => None,
+            };
+            (m.clone(), dir)
+        })
+        .collect();
+    let mountpoint = state.join("rootfs");
+    Ok(Plan {
+        id: id.to_string(),
+        rootfs: RootfsPlan {
+            root: mountpoint.clone(),
+            fresh_proc: spec.namespaces.pid == NsMode::New,
+            fresh_sys: spec.namespaces.network == NsMode::New,
+            own_ipc: spec.namespaces.ipc == NsMode::New,
+            own_cgroupns: spec.namespaces.cgroup == NsMode::New,
+            mounts,
+            etc_files,
+        },
+        state,
+        mountpoint,
+        overlay,
+        userns,
+        namespaces: spec.namespaces,
+        hostname: spec.hostname.clone(),
+        process,
+        init: spec.lifecycle.init,
+        pass_stdin: opts.interactive || sys::isatty(0),
+        terminal: opts.terminal,
+        security: security_glue::prepare(&spec.security, &spec.process.rlimits)?,
+    })
+}
+
+/// Creates what the plan needs on disk before forking (all inside `plan.state`, except
+/// persistent uppers and volumes, which are kept).
+fn prepare_dirs(plan: &Plan) -> Result<()> {
+    let parent = plan.state.parent().context("state dir has no parent")?;
+    mkdir_all(parent)?;
+    // A shared fallback location (/tmp) must really be ours.
+    let meta =
+        fs::symlink_metadata(parent).with_context(|| format!("inspecting {}", parent.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me || !meta.is_dir() {
+        bail!(
+            "the state directory {} is not a directory owned by uid {me}",
+            parent.display()
+        );
+    }
+    fs::create_dir(&plan.state).with_context(|| {
+        format!(
+            "creating the state directory {} (is a container with this id running?)",
+            plan.state.display()
+        )
+    })?;
+    mkdir_all(&plan.mountpoint)?;
+    mounts::chmod_755(&plan.state)?;
+    mounts::chmod_755(&plan.mountpoint)?;
+    if let (Some(u), Some(w)) = (&plan.overlay.upperdir, &plan.overlay.workdir) {
+        mkdir_all(u)?;
+        mkdir_all(w)?;
+    }
+    let etc = plan.state.join("etc");
+    mkdir_all(&etc)?;
+    write_file(&etc.join("hostname"), &format!("{}\n", plan.hostname))?;
+    let hosts = if plan.namespaces.network == NsMode::Host {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            plan.hostname
+        )
+    };
+    write_file(&etc.join("hosts"), &hosts)?;
+    if let Ok(r) = fs::read_to_string("/etc/resolv.conf") {
+        write_file(&etc.join("resolv.conf"), &r)?;
+    }
+    for (m, dir) in &plan.rootfs.mounts {
+        if let Some(d) = dir {
+            mkdir_all(d)?;
+        }
+        if let MountKind::Bind { source } = &m.kind {
+            if !source.exists() {
+                bail!("bind mount source {} does not exist", source.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn make_cgroup(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Option<Cgroup>> {
+    let (cg, unapplied) = Cgroup::create(id, &spec.resources)?;
+    if !unapplied.is_empty() {
+        if opts.require_limits {
+            let why: Vec<String> = unapplied.iter().map(|u| u.to_string()).collect();
+            let _ = cg.destroy();
+            bail!("--require-limits: {}", why.join("; "));
+        }
+        for u in &unapplied {
+            eprintln!("rcl: warning: {u}");
+        }
+    }
+    Ok(Some(cg))
+}
+
+impl Container {
+    /// Sets up the container up to the moment its command would start: namespaces, the union
+    /// root, the cgroup. The init waits for [`Container::start`].
+    ///
+    /// Must be called from a single-threaded process (it forks and the children run ordinary
+    /// code): the `rcl` binary is.
+    pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
+        let id = format!("{}-{}", spec.name, std::process::id());
+        let plan = build_plan(spec, opts, &id)?;
+        // The holder exists before anything is created on disk or in the cgroup tree: from then
+        // on, whichever of rcl and the holder survives the other removes it all.
+        let (chan, mut holder_end) = Chan::pair()?;
+        let holder = match sys::fork().context("forking the holder")? {
+            None => {
+                sys::close_raw(chan.as_fd().as_raw_fd());
+                holder::holder_main(&plan, &mut holder_end)
+            }
+            Some(pid) => pid,
+        };
+        drop(holder_end);
+        let mut c = Container {
+            id,
+            plan,
+            holder: Some(holder),
+            chan,
+            pty_master: None,
+            init_pid: Pid::from_raw(0),
+            cgroup: None,
+            exit: None,
+            error: None,
+            exec_error: None,
+            stop_signal: spec.lifecycle.stop_signal,
+            stop_timeout: spec.lifecycle.stop_timeout,
+        };
+        if let Err(e) = c.handshake(spec, opts) {
+            c.finish();
+            let e = match c.error.take() {
+                Some(msg) => anyhow!(msg),
+                None => e,
+            };
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    fn handshake(&mut self, spec: &Spec, opts: &RunOptions) -> Result<()> {
+        // Longer than the holder's own limit on the filesystem server (60 s), so that the
+        // holder's clearer error arrives first.
+        let limit = Duration::from_secs(90);
+        loop {
+            let m = self
+                .chan
+                .recv_timeout(limit)
+                .context("waiting for the container to be set up")?;
+            let Some(m) = m else {
+                bail!("the container's holder process exited during setup");
+            };
+            match m.word.as_str() {
+                "unshared" => {
+                    prepare_dirs(&self.plan)?;
+                    self.cgroup = make_cgroup(spec, opts, &self.id)?;
+                    if let Some(map) = &self.plan.userns {
+                        let holder = self.holder.context("no holder")?;
+                        map.write(holder)
+                            .context("writing the user namespace id maps")?;
+                    }
+                    self.chan.send("mapped", "")?;
+                }
+                "pid" => {
+                    self.init_pid = Pid::from_raw(m.num()?);
+                    if let Some(cg) = &self.cgroup {
+                        cg.add_pid(self.init_pid.as_raw())
+                            .context("moving the container into its cgroup")?;
+                    }
+                    return Ok(());
+                }
+                "err" => {
+                    self.error = Some(m.arg.clone());
+                    bail!("{}", m.arg);
+                }
+                other => bail!("unexpected message {other:?} from the holder"),
+            }
+        }
+    }
+
+    /// The container's id (also the name of its state directory and cgroup).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The container's state directory (removed when it is gone).
+    pub fn state_dir(&self) -> &Path {
+        &self.plan.state
+    }
+
+    /// The host pid of the container's first process.
+    pub fn pid(&self) -> i32 {
+        self.init_pid.as_raw()
+    }
+
+    /// Lets the container's init proceed to the command.
+    pub fn start(&mut self) -> Result<()> {
+        self.chan.send("go", "").context("starting the container")
+    }
+
+    /// Sends signal `sig` to the container's first process.
+    pub fn signal(&mut self, sig: i32) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        self.chan
+            .send("sig", &sig.to_string())
+            .context("signalling the container")
+    }
+
+    /// Kills the container (SIGKILL to its first process; the rest of its pid namespace dies
+    /// with it).
+    pub fn kill(&mut self) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        self.chan.send("kill", "").context("killing the container")
+    }
+
+    /// Takes the terminal's master side once the container has made it
+    /// ([`RunOptions::terminal`]; it arrives shortly after [`Container::start`], through
+    /// [`Container::try_wait`]): what the container writes can be read there, and what is
+    /// written there is its input.
+    pub fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.pty_master.take()
+    }
+
+    /// The configured stop signal and timeout (`[lifecycle]`).
+    pub fn stop_policy(&self) -> (i32, Duration) {
+        (self.stop_signal, self.stop_timeout)
+    }
+
+    /// Reads what the holder sent (call when [`AsFd`] polls readable). Returns the exit once the
+    /// container is gone and everything is cleaned up.
+    pub fn try_wait(&mut self) -> Result<Option<Exit>> {
+        if self.holder.is_none() {
+            if let Some(e) = &self.exit {
+                return Ok(Some(e.clone()));
+            }
+        }
+        let (msgs, closed) = self.chan.read_ready()?;
+        for m in msgs {
+            match m.word.as_str() {
+                "exit" => {
+                    let code = m.num()?;
+                    let exec_error = self.exec_error.take();
+                    self.exit = Some(Exit {
+                        code: if exec_error.is_some() { 127 } else { code },
+                        exec_error,
+                    });
+                }
+                "exec" => self.exec_error = Some(m.arg),
+                "pty" => self.pty_master = self.chan.take_fd(),
+                "err" => self.error = Some(m.arg),
+                _ => {}
+            }
+        }
+        if self.exit.is_none() && !closed {
+            return Ok(None);
+        }
+        self.finish();
+        if let Some(msg) = self.error.take() {
+            bail!("{msg}");
+        }
+        match &self.exit {
+            Some(e) => Ok(Some(e.clone())),
+            None => Err(anyhow!("the container's holder process died unexpectedly")),
+        }
+    }
+
+    /// Blocks until the container has exited and is cleaned up.
+    pub fn wait(&mut self) -> Result<Exit> {
+        loop {
+            if let Some(e) = self.try_wait()? {
+                return Ok(e);
+            }
+            let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).context("poll"),
+            }
+        }
+    }
+
+    /// Reaps the holder and removes what it could not (it normally removes everything).
+    fn finish(&mut self) {
+        // A holder still waiting for rcl sees the end of the channel and cleans up.
+        self.chan.shutdown();
+        if let Some(h) = self.holder.take() {
+            let _ = waitpid(h, None);
+        }
+        if self.plan.state.exists() {
+            let _ = fs::remove_dir_all(&self.plan.state);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                eprintln!("rcl: warning: removing the cgroup: {e:#}");
+            }
+        }
+    }
+}
+
+impl AsFd for Container {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.chan.as_fd()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.holder.is_some() {
+            let _ = self.kill();
+            let _ = self.wait();
+        }
+    }
+}
+
+/// Puts rcl's terminal in raw mode while the container owns a terminal; restores it on drop.
+struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    fn enter() -> RawMode {
+        let stdin = std::io::stdin();
+        let Ok(saved) = nix::sys::termios::tcgetattr(&stdin) else {
+            return RawMode { saved: None };
+        };
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// Copies what is readable on `from` to `to`; false at end of file or on error.
+fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(from, &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let mut off = 0;
+            while off < n {
+                match nix::unistd::write(to, &buf[off..n]) {
+                    Ok(w) => off += w,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        let mut fds = [PollFd::new(to, PollFlags::POLLOUT)];
+                        let _ = poll(&mut fds, PollTimeout::from(100u8));
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        }
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
 }
 
 /// Runs the container described by `spec` in the foreground and returns its exit status
-/// (128+N when killed by signal N). Leaves nothing behind.
-pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
-    let _ = (spec, opts);
-    todo!("runtime")
+/// (128+N when killed by signal N). Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
+/// SIGUSR2 and SIGWINCH; a Ctrl-C (SIGINT) stops the container with its stop signal, then
+/// SIGKILL after the stop timeout. With [`RunOptions::terminal`], relays the container's
+/// terminal to rcl's stdin and stdout (in raw mode). Leaves nothing behind.
+pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    // Blocked before the first fork: the holder inherits the mask and so survives a terminal's
+    // Ctrl-C to clean up; the container init unblocks.
+    mask.thread_block().context("blocking signals")?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    let mut c = Container::create(spec, opts)?;
+    let _raw = opts.terminal.then(RawMode::enter);
+    let mut master_fd: Option<OwnedFd> = None;
+    c.start()?;
+    let (stop_signal, stop_timeout) = c.stop_policy();
+    let mut kill_at: Option<Instant> = None;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut stdin_open = false;
+    let mut master_open = false;
+    loop {
+        if master_fd.is_none() {
+            if let Some(m) = c.take_terminal() {
+                let fl = nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_GETFL).context("fcntl")?;
+                let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+                nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_SETFL(fl)).context("fcntl")?;
+                if let Some(ws) = sys::get_winsize(0) {
+                    sys::set_winsize(m.as_raw_fd(), &ws);
+                }
+                master_fd = Some(m);
+                master_open = true;
+                stdin_open = true;
+            }
+        }
+        let timeout = match kill_at {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = vec![
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(c.as_fd(), PollFlags::POLLIN),
+        ];
+        let master = master_fd.as_ref().map(|m| m.as_fd());
+        if let (true, Some(m)) = (master_open, master) {
+            fds.push(PollFd::new(m, PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut i = 2;
+        if let (true, Some(m)) = (master_open, master) {
+            if ready[i] {
+                master_open = pump(m, stdout.as_fd());
+            }
+            i += 1;
+        }
+        if stdin_open && ready[i] {
+            if let Some(m) = master {
+                stdin_open = pump(stdin.as_fd(), m);
+            }
+        }
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == Signal::SIGINT as i32 {
+                    if kill_at.is_none() {
+                        kill_at = Some(Instant::now() + stop_timeout);
+                        c.signal(stop_signal)?;
+                    } else {
+                        // A second Ctrl-C does not wait for the timeout.
+                        c.kill()?;
+                    }
+                } else if sig == Signal::SIGWINCH as i32 && master.is_some() {
+                    if let (Some(ws), Some(m)) = (sys::get_winsize(0), master) {
+                        sys::set_winsize(m.as_raw_fd(), &ws);
+                    }
+                } else {
+                    c.signal(sig)?;
+                }
+            }
+        }
+        if ready[1] {
+            let exit = c.try_wait()?;
+            if let Some(exit) = exit {
+                // Drain what the container wrote before it ended.
+                if let (true, Some(m)) = (master_open, master) {
+                    while pump(m, stdout.as_fd()) {
+                        let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
+                        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                }
+                return Ok(exit);
+            }
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            c.kill()?;
+            kill_at = None;
+        }
+    }
 }
