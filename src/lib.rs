@@ -5,6 +5,8 @@
 //! is a thin command line over them.
 
 pub mod cgroup;
+pub mod hostlayer;
+pub mod paths;
 pub mod runtime;
 pub mod security;
 pub mod spec;

@@ -1,6 +1,45 @@
 //! The container runtime: namespaces, the union root filesystem, isolation and PID 1.
+//!
+//! Process layout (works rootless and as root):
+//!
+//! ```text
+//! rcl (this process: waits, relays signals, cleans up)
+//!  └─ holder      new user (rootless, or --userns) + mount namespace; id maps written by rcl
+//!      ├─ server  serves the union filesystem mounted on a private directory (fsimpl)
+//!      └─ init    new pid/uts/ipc/net/cgroup/mount namespaces, pivots into the union mount;
+//!          └─ command   (with `init = true`; otherwise init execs the command itself)
+//! ```
+//!
+//! Use [`run`] for the foreground `rcl run`, or [`Container`] for finer control
+//! (create, start, signal, wait).
 
-use crate::spec::Spec;
+mod chan;
+mod holder;
+mod idmap;
+mod init;
+pub mod mounts;
+mod security_glue;
+mod server;
+mod sys;
+
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::cgroup::Cgroup;
+use crate::spec::{Layer, MountKind, Namespaces, NsMode, Process, Spec};
+use chan::Chan;
+pub use idmap::IdMap;
+pub use init::FORWARDED;
+use mounts::RootfsPlan;
 
 /// Options of `rcl run` that are not part of the spec.
 #[derive(Debug, Clone, Default)]
@@ -11,11 +50,490 @@ pub struct RunOptions {
     pub interactive: bool,
     /// Fail when a resource limit cannot be applied instead of warning.
     pub require_limits: bool,
+    /// Use a user namespace even when running as root (always used when rootless).
+    pub userns: bool,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit status: the command's code, or 128+N when killed by signal N (127 when the command
+    /// could not be executed).
+    pub code: i32,
+    /// Why the command could not be executed, when that happened.
+    pub exec_error: Option<String>,
+}
+
+/// Everything the forked processes need, computed before the first fork.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Per-container state directory (removed at exit).
+    state: PathBuf,
+    /// Where the union filesystem is mounted (inside `state`).
+    mountpoint: PathBuf,
+    /// The union filesystem's configuration.
+    overlay: fsimpl::OverlayConfig,
+    /// The user namespace's id maps, when one is used.
+    userns: Option<IdMap>,
+    namespaces: Namespaces,
+    hostname: String,
+    rootfs: RootfsPlan,
+    process: Process,
+    init: bool,
+    pass_stdin: bool,
+    security: security_glue::Prepared,
+}
+
+/// A container: created (init held before exec), then started, then waited for.
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    plan: Plan,
+    holder: Option<Pid>,
+    chan: Chan,
+    init_pid: Pid,
+    cgroup: Option<Cgroup>,
+    exit: Option<Exit>,
+    error: Option<String>,
+    exec_error: Option<String>,
+    stop_signal: i32,
+    stop_timeout: Duration,
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn mkdir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn resolve_layers(spec: &Spec) -> Result<Vec<PathBuf>> {
+    spec.rootfs
+        .layers
+        .iter()
+        .map(|l| match l {
+            Layer::Dir(p) => {
+                if !p.is_dir() {
+                    bail!("layer {} is not a directory", p.display());
+                }
+                Ok(p.clone())
+            }
+            Layer::Host(progs) => host_layer(progs),
+        })
+        .collect()
+}
+
+/// Builds (or finds cached) a layer with host programs and their shared libraries.
+fn host_layer(progs: &[PathBuf]) -> Result<PathBuf> {
+    crate::hostlayer::build(progs, &crate::paths::host_layer_cache())
+        .context("building the host program layer")
+}
+
+fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
+    let root = nix::unistd::geteuid().is_root();
+    let userns = (!root || opts.userns).then(IdMap::detect);
+    let state = crate::paths::state_dir().join(id);
+    let lowers = resolve_layers(spec)?;
+    let mut overlay = fsimpl::OverlayConfig::new(lowers);
+    overlay.allow_other = true;
+    overlay.fsname = format!("rcl:{id}");
+    if !spec.rootfs.readonly {
+        let (upper, work) = match &spec.rootfs.upper {
+            Some(u) => {
+                let name = u
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "upper".into());
+                (u.clone(), u.with_file_name(format!(".{name}.work")))
+            }
+            None => (state.join("upper"), state.join("work")),
+        };
+        overlay = overlay.with_upper(upper, work);
+    }
+    let mut process = spec.process.clone();
+    if !opts.command.is_empty() {
+        process.args = opts.command.clone();
+    }
+    let etc = state.join("etc");
+    let mut etc_files = vec![
+        (etc.join("hostname"), "/etc/hostname"),
+        (etc.join("hosts"), "/etc/hosts"),
+    ];
+    if Path::new("/etc/resolv.conf").exists() {
+        etc_files.push((etc.join("resolv.conf"), "/etc/resolv.conf"));
+    }
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let dir = match &m.kind {
+                MountKind::Volume { name } => Some(crate::paths::volume_dir(name)),
+                _ => None,
+            };
+            (m.clone(), dir)
+        })
+        .collect();
+    let mountpoint = state.join("rootfs");
+    Ok(Plan {
+        rootfs: RootfsPlan {
+            root: mountpoint.clone(),
+            fresh_proc: spec.namespaces.pid == NsMode::New,
+            fresh_sys: spec.namespaces.network == NsMode::New,
+            own_ipc: spec.namespaces.ipc == NsMode::New,
+            mounts,
+            etc_files,
+        },
+        state,
+        mountpoint,
+        overlay,
+        userns,
+        namespaces: spec.namespaces,
+        hostname: spec.hostname.clone(),
+        process,
+        init: spec.lifecycle.init,
+        pass_stdin: opts.interactive || sys::isatty(0),
+        security: security_glue::prepare(&spec.security)?,
+    })
+}
+
+/// Creates what the plan needs on disk before forking (all inside `plan.state`, except
+/// persistent uppers and volumes, which are kept).
+fn prepare_dirs(plan: &Plan) -> Result<()> {
+    let parent = plan.state.parent().context("state dir has no parent")?;
+    mkdir_all(parent)?;
+    fs::create_dir(&plan.state).with_context(|| {
+        format!(
+            "creating the state directory {} (is a container with this id running?)",
+            plan.state.display()
+        )
+    })?;
+    mkdir_all(&plan.mountpoint)?;
+    mounts::chmod_755(&plan.state)?;
+    mounts::chmod_755(&plan.mountpoint)?;
+    if let (Some(u), Some(w)) = (&plan.overlay.upperdir, &plan.overlay.workdir) {
+        mkdir_all(u)?;
+        mkdir_all(w)?;
+    }
+    let etc = plan.state.join("etc");
+    mkdir_all(&etc)?;
+    write_file(&etc.join("hostname"), &format!("{}\n", plan.hostname))?;
+    let hosts = if plan.namespaces.network == NsMode::Host {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            plan.hostname
+        )
+    };
+    write_file(&etc.join("hosts"), &hosts)?;
+    if let Ok(r) = fs::read_to_string("/etc/resolv.conf") {
+        write_file(&etc.join("resolv.conf"), &r)?;
+    }
+    for (m, dir) in &plan.rootfs.mounts {
+        if let Some(d) = dir {
+            mkdir_all(d)?;
+        }
+        if let MountKind::Bind { source } = &m.kind {
+            if !source.exists() {
+                bail!("bind mount source {} does not exist", source.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn make_cgroup(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Option<Cgroup>> {
+    let (cg, unapplied) = Cgroup::create(id, &spec.resources)?;
+    if !unapplied.is_empty() {
+        if opts.require_limits {
+            let why: Vec<String> = unapplied.iter().map(|u| u.to_string()).collect();
+            let _ = cg.destroy();
+            bail!("--require-limits: {}", why.join("; "));
+        }
+        for u in &unapplied {
+            eprintln!("rcl: warning: {u}");
+        }
+    }
+    Ok(Some(cg))
+}
+
+impl Container {
+    /// Sets up the container up to the moment its command would start: namespaces, the union
+    /// root, the cgroup. The init waits for [`Container::start`].
+    ///
+    /// Must be called from a single-threaded process (it forks and the children run ordinary
+    /// code): the `rcl` binary is.
+    pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
+        let id = format!("{}-{}", spec.name, std::process::id());
+        let plan = build_plan(spec, opts, &id)?;
+        if let Err(e) = prepare_dirs(&plan) {
+            if plan.state.is_dir() {
+                let _ = fs::remove_dir_all(&plan.state);
+            }
+            return Err(e);
+        }
+        let cgroup = match make_cgroup(spec, opts, &id) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&plan.state);
+                return Err(e);
+            }
+        };
+        let (chan, mut holder_end) = Chan::pair()?;
+        let mut cg_copy = cgroup;
+        let holder = match sys::fork().context("forking the holder") {
+            Ok(None) => {
+                sys::close_raw(std::os::fd::AsRawFd::as_raw_fd(&chan.as_fd()));
+                holder::holder_main(&plan, &mut holder_end, &mut cg_copy)
+            }
+            Ok(Some(pid)) => pid,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&plan.state);
+                if let Some(cg) = cg_copy {
+                    let _ = cg.destroy();
+                }
+                return Err(e);
+            }
+        };
+        drop(holder_end);
+        let mut c = Container {
+            id,
+            plan,
+            holder: Some(holder),
+            chan,
+            init_pid: Pid::from_raw(0),
+            cgroup: cg_copy,
+            exit: None,
+            error: None,
+            exec_error: None,
+            stop_signal: spec.lifecycle.stop_signal,
+            stop_timeout: spec.lifecycle.stop_timeout,
+        };
+        if let Err(e) = c.handshake() {
+            c.finish();
+            let e = match c.error.take() {
+                Some(msg) => anyhow!(msg),
+                None => e,
+            };
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    fn handshake(&mut self) -> Result<()> {
+        let limit = Duration::from_secs(60);
+        loop {
+            let m = self
+                .chan
+                .recv_timeout(limit)
+                .context("waiting for the container to be set up")?;
+            let Some(m) = m else {
+                bail!("the container's holder process exited during setup");
+            };
+            match m.word.as_str() {
+                "unshared" => {
+                    let holder = self.holder.context("no holder")?;
+                    let map = self.plan.userns.as_ref().context("no user namespace")?;
+                    map.write(holder)
+                        .context("writing the user namespace id maps")?;
+                    self.chan.send("mapped", "")?;
+                }
+                "pid" => {
+                    self.init_pid = Pid::from_raw(m.num()?);
+                    if let Some(cg) = &self.cgroup {
+                        cg.add_pid(self.init_pid.as_raw())
+                            .context("moving the container into its cgroup")?;
+                    }
+                    return Ok(());
+                }
+                "err" => {
+                    self.error = Some(m.arg.clone());
+                    bail!("{}", m.arg);
+                }
+                other => bail!("unexpected message {other:?} from the holder"),
+            }
+        }
+    }
+
+    /// The container's id (also the name of its state directory and cgroup).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The host pid of the container's first process.
+    pub fn pid(&self) -> i32 {
+        self.init_pid.as_raw()
+    }
+
+    /// Lets the container's init proceed to the command.
+    pub fn start(&mut self) -> Result<()> {
+        self.chan.send("go", "").context("starting the container")
+    }
+
+    /// Sends signal `sig` to the container's first process.
+    pub fn signal(&mut self, sig: i32) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        self.chan
+            .send("sig", &sig.to_string())
+            .context("signalling the container")
+    }
+
+    /// Kills the container (SIGKILL to its first process; the rest of its pid namespace dies
+    /// with it).
+    pub fn kill(&mut self) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        self.chan.send("kill", "").context("killing the container")
+    }
+
+    /// The configured stop signal and timeout (`[lifecycle]`).
+    pub fn stop_policy(&self) -> (i32, Duration) {
+        (self.stop_signal, self.stop_timeout)
+    }
+
+    /// Reads what the holder sent (call when [`AsFd`] polls readable). Returns the exit once the
+    /// container is gone and everything is cleaned up.
+    pub fn try_wait(&mut self) -> Result<Option<Exit>> {
+        if self.holder.is_none() {
+            if let Some(e) = &self.exit {
+                return Ok(Some(e.clone()));
+            }
+        }
+        let (msgs, closed) = self.chan.read_ready()?;
+        for m in msgs {
+            match m.word.as_str() {
+                "exit" => {
+                    let code = m.num()?;
+                    let exec_error = self.exec_error.take();
+                    self.exit = Some(Exit {
+                        code: if exec_error.is_some() { 127 } else { code },
+                        exec_error,
+                    });
+                }
+                "exec" => self.exec_error = Some(m.arg),
+                "err" => self.error = Some(m.arg),
+                _ => {}
+            }
+        }
+        if self.exit.is_none() && !closed {
+            return Ok(None);
+        }
+        self.finish();
+        if let Some(msg) = self.error.take() {
+            bail!("{msg}");
+        }
+        match &self.exit {
+            Some(e) => Ok(Some(e.clone())),
+            None => Err(anyhow!("the container's holder process died unexpectedly")),
+        }
+    }
+
+    /// Blocks until the container has exited and is cleaned up.
+    pub fn wait(&mut self) -> Result<Exit> {
+        loop {
+            if let Some(e) = self.try_wait()? {
+                return Ok(e);
+            }
+            let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).context("poll"),
+            }
+        }
+    }
+
+    /// Reaps the holder and removes what it could not (it normally removes everything).
+    fn finish(&mut self) {
+        if let Some(h) = self.holder.take() {
+            let _ = waitpid(h, None);
+        }
+        if self.plan.state.exists() {
+            let _ = fs::remove_dir_all(&self.plan.state);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                eprintln!("rcl: warning: removing the cgroup: {e:#}");
+            }
+        }
+    }
+}
+
+impl AsFd for Container {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.chan.as_fd()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.holder.is_some() {
+            let _ = self.kill();
+            let _ = self.wait();
+        }
+    }
 }
 
 /// Runs the container described by `spec` in the foreground and returns its exit status
-/// (128+N when killed by signal N). Leaves nothing behind.
-pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
-    let _ = (spec, opts);
-    todo!("runtime")
+/// (128+N when killed by signal N). Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
+/// SIGUSR2 and SIGWINCH; a Ctrl-C (SIGINT) stops the container with its stop signal, then
+/// SIGKILL after the stop timeout. Leaves nothing behind.
+pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    // Blocked before the first fork: the holder inherits the mask and so survives a terminal's
+    // Ctrl-C to clean up; the container init unblocks.
+    mask.thread_block().context("blocking signals")?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    let mut c = Container::create(spec, opts)?;
+    c.start()?;
+    let (stop_signal, stop_timeout) = c.stop_policy();
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        let timeout = match kill_at {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(c.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let c_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if sig_ready {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == Signal::SIGINT as i32 {
+                    if kill_at.is_none() {
+                        kill_at = Some(Instant::now() + stop_timeout);
+                        c.signal(stop_signal)?;
+                    }
+                } else {
+                    c.signal(sig)?;
+                }
+            }
+        }
+        if c_ready {
+            if let Some(exit) = c.try_wait()? {
+                return Ok(exit);
+            }
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            c.kill()?;
+            kill_at = None;
+        }
+    }
 }

@@ -59,7 +59,41 @@ pub struct Process {
     pub workdir: PathBuf,
     /// Who runs it.
     pub user: User,
+    /// File mode creation mask set before exec (default 0o022).
+    pub umask: u32,
+    /// Resource limits set with setrlimit before exec, in file order.
+    pub rlimits: Vec<Rlimit>,
 }
+
+/// One process resource limit (`[process] rlimits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rlimit {
+    /// Name in upper case with the prefix, e.g. `RLIMIT_NOFILE`.
+    pub name: String,
+    /// The `RLIMIT_*` resource number for setrlimit on this platform.
+    pub resource: i32,
+    /// Soft limit; `u64::MAX` = unlimited (RLIM_INFINITY).
+    pub soft: u64,
+    /// Hard limit; `u64::MAX` = unlimited (RLIM_INFINITY).
+    pub hard: u64,
+}
+
+impl Default for Process {
+    /// An empty command (invalid until set), `PATH` only, `/`, root, umask 022, no rlimits.
+    fn default() -> Self {
+        Process {
+            args: Vec::new(),
+            env: vec![("PATH".into(), DEFAULT_PATH.into())],
+            workdir: PathBuf::from("/"),
+            user: User::default(),
+            umask: 0o022,
+            rlimits: Vec::new(),
+        }
+    }
+}
+
+/// The `PATH` a process gets when its spec sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The user a process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +112,16 @@ pub enum User {
         /// Group name or number, when given.
         group: Option<String>,
     },
+}
+
+impl Default for User {
+    /// root: uid 0, gid 0.
+    fn default() -> Self {
+        User::Ids {
+            uid: 0,
+            gid: Some(0),
+        }
+    }
 }
 
 /// New or shared namespace.
@@ -103,6 +147,19 @@ pub struct Namespaces {
     pub uts: NsMode,
     /// cgroup namespace.
     pub cgroup: NsMode,
+}
+
+impl Default for Namespaces {
+    /// Every namespace new.
+    fn default() -> Self {
+        Namespaces {
+            network: NsMode::New,
+            pid: NsMode::New,
+            ipc: NsMode::New,
+            uts: NsMode::New,
+            cgroup: NsMode::New,
+        }
+    }
 }
 
 /// Resource limits; `None` = unlimited.
@@ -131,6 +188,18 @@ pub struct Security {
     pub no_new_privileges: bool,
     /// Seccomp filter.
     pub seccomp: Seccomp,
+}
+
+impl Default for Security {
+    /// Docker's default capabilities unchanged, no_new_privs on, default seccomp filter.
+    fn default() -> Self {
+        Security {
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            no_new_privileges: true,
+            seccomp: Seccomp::Default,
+        }
+    }
 }
 
 /// Seccomp choice.
@@ -182,4 +251,15 @@ pub struct Lifecycle {
     pub stop_signal: i32,
     /// Time between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
+}
+
+impl Default for Lifecycle {
+    /// rcl's init on, SIGTERM, 10 seconds.
+    fn default() -> Self {
+        Lifecycle {
+            init: true,
+            stop_signal: libc::SIGTERM,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
 }

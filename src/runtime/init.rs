@@ -1,0 +1,301 @@
+//! The container's first process: enters its namespaces, builds the root filesystem, becomes
+//! the requested user and runs the command (under rcl's PID 1 when `init = true`).
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::chan::Chan;
+use super::mounts::setup_rootfs;
+use super::{security_glue, sys, Plan};
+use crate::spec::{NsMode, User};
+
+/// Signals rcl's init forwards to the command.
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Exit status in the shell's convention: the code, or 128+N when killed by signal N.
+pub fn status_code(st: WaitStatus) -> Option<i32> {
+    match st {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// Entry point of the forked container process; never returns.
+pub fn container_main(plan: &Plan, chan: &mut Chan) -> ! {
+    match setup(plan, chan) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = chan.send("err", &format!("setting up the container: {e:#}"));
+            sys::exit_now(125)
+        }
+    }
+}
+
+/// Who the command runs as, resolved in the container's /etc files.
+struct Ident {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    home: Option<String>,
+}
+
+fn read_db(path: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect()
+}
+
+fn resolve_user(user: &User) -> Result<Ident> {
+    let passwd = read_db("/etc/passwd");
+    let group = read_db("/etc/group");
+    let (entry, group_spec) = match user {
+        User::Ids { uid, gid } => (
+            passwd
+                .iter()
+                .find(|f| f[2] == uid.to_string())
+                .cloned()
+                .unwrap_or_else(|| {
+                    vec![
+                        String::new(),
+                        String::new(),
+                        uid.to_string(),
+                        gid.unwrap_or(*uid).to_string(),
+                    ]
+                }),
+            gid.map(|g| g.to_string()),
+        ),
+        User::Name { user, group } => match user.parse::<u32>() {
+            Ok(_) => bail!("user {user:?} is numeric; use ids"),
+            Err(_) => (
+                passwd
+                    .iter()
+                    .find(|f| &f[0] == user)
+                    .cloned()
+                    .with_context(|| {
+                        format!("user {user:?} not found in the container's /etc/passwd")
+                    })?,
+                group.clone(),
+            ),
+        },
+    };
+    let uid: u32 = entry[2].parse().context("bad uid in /etc/passwd")?;
+    let mut gid: u32 = entry[3].parse().unwrap_or(uid);
+    if let Some(g) = group_spec {
+        gid = match g.parse() {
+            Ok(n) => n,
+            Err(_) => group
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .with_context(|| format!("group {g:?} not found in the container's /etc/group"))?,
+        };
+    }
+    let name = &entry[0];
+    let mut groups = vec![gid];
+    if !name.is_empty() {
+        for f in &group {
+            if f[3].split(',').any(|m| m == name) {
+                if let Ok(g) = f[2].parse::<u32>() {
+                    if !groups.contains(&g) {
+                        groups.push(g);
+                    }
+                }
+            }
+        }
+    }
+    let home = entry.get(5).filter(|h| !h.is_empty()).cloned();
+    Ok(Ident {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
+fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    // rcl and the holder block the signals they handle; the container starts with none blocked.
+    SigSet::all()
+        .thread_unblock()
+        .context("unblocking signals")?;
+    let ns = &plan.namespaces;
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if ns.uts == NsMode::New {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    if ns.ipc == NsMode::New {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    if ns.network == NsMode::New {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).context("creating the container's namespaces")?;
+
+    // Wait until rcl has put us in the cgroup, then take a cgroup namespace rooted there.
+    match chan.recv().context("waiting for the start signal")? {
+        Some(m) if m.word == "go" => {}
+        _ => sys::exit_now(125),
+    }
+    if ns.cgroup == NsMode::New {
+        unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
+    }
+
+    if !plan.pass_stdin {
+        let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+        sys::dup2_raw(null.as_raw_fd(), 0).context("redirecting stdin")?;
+    }
+    if ns.uts == NsMode::New {
+        nix::unistd::sethostname(&plan.hostname)
+            .with_context(|| format!("setting the hostname to {:?}", plan.hostname))?;
+    }
+    if ns.network == NsMode::New {
+        sys::loopback_up().context("bringing the loopback interface up")?;
+    }
+    setup_rootfs(&plan.rootfs)?;
+
+    let id = resolve_user(&plan.process.user)?;
+    let mut env: Vec<(String, String)> = plan.process.env.clone();
+    let has = |env: &Vec<(String, String)>, k: &str| env.iter().any(|(n, _)| n == k);
+    if !has(&env, "HOSTNAME") {
+        env.push(("HOSTNAME".into(), plan.hostname.clone()));
+    }
+    if !has(&env, "HOME") {
+        env.push(("HOME".into(), id.home.clone().unwrap_or_else(|| "/".into())));
+    }
+    let workdir = &plan.process.workdir;
+    if !workdir.is_dir() {
+        let _ = std::fs::create_dir_all(workdir);
+    }
+    std::env::set_current_dir(workdir)
+        .with_context(|| format!("changing to the working directory {}", workdir.display()))?;
+    sys::umask(0o022);
+
+    let cmd = Command::new(&plan.process.args, &env)?;
+    if plan.init {
+        run_init(plan, chan, &cmd, &id)
+    } else {
+        Err(cmd.exec(plan, &id))
+    }
+}
+
+/// A command ready to exec: program resolved in the container's PATH.
+struct Command {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    display: String,
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"))
+}
+
+impl Command {
+    fn new(args: &[String], env: &[(String, String)]) -> Result<Command> {
+        let prog = args.first().context("empty command")?;
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let resolved: PathBuf = if prog.contains('/') {
+            PathBuf::from(prog)
+        } else {
+            path_var
+                .split(':')
+                .map(|d| Path::new(d).join(prog))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from(prog))
+        };
+        Ok(Command {
+            path: CString::new(resolved.as_os_str().as_bytes())?,
+            argv: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+            envp: env
+                .iter()
+                .map(|(k, v)| cstr(&format!("{k}={v}")))
+                .collect::<Result<_>>()?,
+            display: prog.clone(),
+        })
+    }
+
+    /// Becomes the user, applies the security settings and execs; returns only on failure.
+    fn exec(&self, plan: &Plan, id: &Ident) -> anyhow::Error {
+        if let Err(e) = security_glue::apply(&plan.security, id.uid, id.gid, &id.groups) {
+            return e.context("applying the security settings");
+        }
+        let err = nix::unistd::execve(&self.path, &self.argv, &self.envp).unwrap_err();
+        anyhow::Error::new(err).context(format!("exec {}", self.display))
+    }
+}
+
+fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<Infallible> {
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().context("blocking signals in init")?;
+    let child = match sys::fork().context("forking the command")? {
+        None => {
+            let _ = mask.thread_unblock();
+            let _ = nix::unistd::setsid();
+            if plan.pass_stdin && sys::isatty(0) {
+                let _ = sys::set_controlling_tty(0);
+            }
+            let e = cmd.exec(plan, id);
+            let _ = chan.send("exec", &format!("{e:#}"));
+            sys::exit_now(127)
+        }
+        Some(pid) => pid,
+    };
+    // The command's copy of the channel reports an exec failure; ours is no longer needed
+    // (this process only ever leaves through exit_now, so the Chan is never dropped).
+    sys::close_raw(chan_fd(chan));
+    loop {
+        let sig = mask.wait().context("waiting for signals in init")?;
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(st) => {
+                    if st.pid() == Some(child) {
+                        if let Some(code) = status_code(st) {
+                            sys::exit_now(code);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn chan_fd(chan: &Chan) -> std::os::fd::RawFd {
+    use std::os::fd::AsFd;
+    chan.as_fd().as_raw_fd()
+}
