@@ -61,6 +61,22 @@ pub fn load(path: &Path) -> Result<Spec, SpecError> {
     load_str(path, &src)
 }
 
+/// Reads, parses and validates a spec file that may hold several containers
+/// (`[containers.NAME]` tables with `depends_on`, `[lifecycle] restart` and `[healthcheck]`).
+/// A plain single-container spec gives a project of one container.
+pub fn load_project(path: &Path) -> Result<Project, SpecError> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        let d = Diagnostic::new("", None, format!("cannot read the spec file: {e}"), None);
+        SpecError::from_diagnostics(path, "", vec![d])
+    })?;
+    load_project_str(path, &src)
+}
+
+/// [`load_project`] on text `src` as if read from `path`.
+pub fn load_project_str(path: &Path, src: &str) -> Result<Project, SpecError> {
+    parse::parse_project(path, src).map_err(|d| SpecError::from_diagnostics(path, src, d))
+}
+
 /// Parses and validates spec text `src` as if it had been read from `path` (used for messages,
 /// the default name, and resolving relative paths).
 pub fn load_str(path: &Path, src: &str) -> Result<Spec, SpecError> {

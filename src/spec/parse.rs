@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -47,6 +48,22 @@ const RES_KEYS: &[&str] = &["memory", "cpus", "pids", "cpuset", "io_weight"];
 const SEC_KEYS: &[&str] = &["cap_add", "cap_drop", "no_new_privileges", "seccomp"];
 const MOUNT_KEYS: &[&str] = &["type", "source", "target", "readonly", "size"];
 const LIFE_KEYS: &[&str] = &["init", "stop_signal", "stop_timeout"];
+/// Keys only [`parse_project`] understands.
+const PROJECT_KEYS: &[&str] = &["depends_on", "healthcheck"];
+/// Keys of a `[containers.NAME]` table (`name` is the table key).
+const CONTAINER_KEYS: &[&str] = &[
+    "hostname",
+    "rootfs",
+    "process",
+    "namespaces",
+    "resources",
+    "security",
+    "mounts",
+    "lifecycle",
+    "depends_on",
+    "healthcheck",
+];
+const HEALTH_KEYS: &[&str] = &["command", "interval", "timeout", "retries", "start_period"];
 
 /// Smallest memory limit accepted: below this nothing can even start.
 const MIN_MEMORY: u64 = 1 << 20;
@@ -134,6 +151,9 @@ fn check_keys(cx: &mut Cx, t: &Tbl, known: &[&str]) {
         }
         let help = match suggest(name, known) {
             Some(s) => format!("did you mean \"{s}\"?"),
+            None if matches!(name, "depends_on" | "healthcheck" | "restart") => format!(
+                "\"{name}\" belongs to multi-container specs, which this command does not support yet"
+            ),
             None if t.span.is_some() && TOP_KEYS.contains(&name) => {
                 format!("\"{name}\" is a top-level key: move it above the first [table] header")
             }
@@ -275,59 +295,67 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// Parses and validates the spec text; all problems found, in file order, on failure.
-pub(crate) fn parse(path: &Path, src: &str) -> Result<Spec, Vec<Diagnostic>> {
-    let doc = match DeTable::parse(src) {
-        Ok(d) => d,
-        Err(e) => {
-            let mut msg = e.message().trim().replace('\n', "; ");
-            if let Some(key) = e.span().and_then(|s| src.get(s)) {
-                if msg == "duplicate key" {
-                    msg = format!(
-                        "duplicate key {}: each key may be set only once",
-                        key.trim()
-                    );
-                }
+/// Parses the TOML; a syntax error is the only problem reported.
+fn parse_doc<'i>(src: &'i str) -> Result<Spanned<DeTable<'i>>, Vec<Diagnostic>> {
+    DeTable::parse(src).map_err(|e| {
+        let mut msg = e.message().trim().replace('\n', "; ");
+        if let Some(key) = e.span().and_then(|s| src.get(s)) {
+            if msg == "duplicate key" {
+                msg = format!(
+                    "duplicate key {}: each key may be set only once",
+                    key.trim()
+                );
             }
-            return Err(vec![Diagnostic::new(src, e.span(), msg, None)]);
         }
-    };
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let abs = normalize(&abs);
-    let dir = abs
-        .parent()
-        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    let mut cx = Cx {
+        vec![Diagnostic::new(src, e.span(), msg, None)]
+    })
+}
+
+/// The spec's absolute, normalized path and its file stem.
+fn locate(path: &Path) -> (PathBuf, String) {
+    let abs = normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    let stem = abs
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (abs, stem)
+}
+
+fn new_cx<'s>(src: &'s str, abs: &Path) -> Cx<'s> {
+    Cx {
         src,
-        dir,
+        dir: abs
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
         errors: Vec::new(),
-    };
+    }
+}
+
+fn key_span(t: &Tbl, key: &str) -> Option<Span> {
+    t.map
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map(|(k, _)| k.span())
+}
+
+/// Parses and validates a single-container spec; all problems found, in file order, on failure.
+pub(crate) fn parse(path: &Path, src: &str) -> Result<Spec, Vec<Diagnostic>> {
+    let doc = parse_doc(src)?;
+    let (abs, stem) = locate(path);
+    let mut cx = new_cx(src, &abs);
     let top = Tbl {
         what: "the spec".into(),
         span: None,
         map: doc.get_ref(),
     };
-    if let Some(v) = top.get("containers") {
-        let span = top
-            .map
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == "containers")
-            .map_or(v.span(), |(k, _)| k.span());
+    if let Some(span) = key_span(&top, "containers") {
         cx.err_help(
             span,
-            "multi-container specs ([containers.NAME]) are not supported yet",
+            "multi-container specs ([containers.NAME]) are not supported by this command yet",
             "write one spec file per container",
         );
-        let known: Vec<&str> = TOP_KEYS.iter().copied().chain(["containers"]).collect();
-        check_keys(&mut cx, &top, &known);
-    } else {
-        check_keys(&mut cx, &top, TOP_KEYS);
     }
-    let stem = abs
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let spec = container(&mut cx, &top, &stem, abs.clone());
+    let (spec, _) = container(&mut cx, &top, (stem, None), abs, Mode::Single);
     if cx.errors.is_empty() {
         Ok(spec)
     } else {
@@ -335,11 +363,244 @@ pub(crate) fn parse(path: &Path, src: &str) -> Result<Spec, Vec<Diagnostic>> {
     }
 }
 
-/// One container's settings from table `t` (the document, or later a `[containers.NAME]`).
-fn container(cx: &mut Cx, t: &Tbl, default_name: &str, source: PathBuf) -> Spec {
-    let name = match t.get("name") {
-        Some(v) => want_str(cx, v, "`name`", "a string").map(|s| (s.to_string(), Some(v.span()))),
-        None => Some((default_name.to_string(), None)),
+/// Parses and validates a spec that may hold `[containers.NAME]` tables.
+pub(crate) fn parse_project(path: &Path, src: &str) -> Result<Project, Vec<Diagnostic>> {
+    let doc = parse_doc(src)?;
+    let (abs, stem) = locate(path);
+    let mut cx = new_cx(src, &abs);
+    let top = Tbl {
+        what: "the spec".into(),
+        span: None,
+        map: doc.get_ref(),
+    };
+    let mut members: Vec<(Container, Vec<Span>, Span)> = Vec::new();
+    match top.get("containers") {
+        None => {
+            let (spec, extras) = container(&mut cx, &top, (stem, None), abs.clone(), Mode::Alone);
+            members.push((extras.into_container(spec), Vec::new(), 0..0));
+        }
+        Some(v) => {
+            for (k, _) in top.entries() {
+                let key: &str = k.get_ref();
+                if key != "containers" {
+                    cx.err_help(
+                        k.span(),
+                        format!("\"{key}\" cannot sit beside [containers.NAME] tables"),
+                        "move it into each [containers.NAME] table that needs it",
+                    );
+                }
+            }
+            if let Some(all) = open(&mut cx, v, "[containers]", &[]) {
+                if all.map.is_empty() {
+                    cx.err(
+                        v.span(),
+                        "[containers] is empty: add a [containers.NAME] table",
+                    );
+                }
+                for (k, cv) in all.entries() {
+                    let name: &str = k.get_ref();
+                    let what = format!("[containers.{name}]");
+                    let Some(t) = open(&mut cx, cv, &what, &with(CONTAINER_KEYS, &["name"])) else {
+                        continue;
+                    };
+                    if let Some(span) = key_span(&t, "name") {
+                        cx.err_help(
+                            span,
+                            format!("{what} cannot set `name`: the table key is the name"),
+                            "rename the table instead, e.g. [containers.web]",
+                        );
+                    }
+                    let (spec, extras) = container(
+                        &mut cx,
+                        &t,
+                        (name.to_string(), Some(k.span())),
+                        abs.clone(),
+                        Mode::Member,
+                    );
+                    let spans = extras.dep_spans.clone();
+                    members.push((extras.into_container(spec), spans, k.span()));
+                }
+            }
+        }
+    }
+    let containers = order(&mut cx, members);
+    if cx.errors.is_empty() {
+        Ok(Project {
+            source: abs,
+            containers,
+        })
+    } else {
+        Err(cx.errors)
+    }
+}
+
+/// Checks `depends_on` (known names, no self or cycles, `healthy` needs a healthcheck) and
+/// returns the containers in start order (file order where free).
+fn order(cx: &mut Cx, members: Vec<(Container, Vec<Span>, Span)>) -> Vec<Container> {
+    let names: Vec<String> = members
+        .iter()
+        .map(|(c, _, _)| c.spec.name.clone())
+        .collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut ok = true;
+    for (c, spans, _) in &members {
+        for (d, span) in c.depends_on.iter().zip(spans) {
+            if d.name == c.spec.name {
+                cx.err(span.clone(), format!("{} cannot depend on itself", d.name));
+                ok = false;
+                continue;
+            }
+            let Some(target) = members.iter().find(|(m, _, _)| m.spec.name == d.name) else {
+                let help = match suggest(&d.name, &name_refs) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => format!("containers here: {}", name_refs.join(", ")),
+                };
+                cx.err_help(
+                    span.clone(),
+                    format!("no container named \"{}\"", d.name),
+                    help,
+                );
+                ok = false;
+                continue;
+            };
+            if d.condition == Condition::Healthy && target.0.healthcheck.is_none() {
+                cx.err_help(
+                    span.clone(),
+                    format!(
+                        "{} waits for {} to be healthy, but {} has no [healthcheck]",
+                        c.spec.name, d.name, d.name
+                    ),
+                    format!(
+                        "add [containers.{}.healthcheck], or wait for \"started\"",
+                        d.name
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return members.into_iter().map(|(c, _, _)| c).collect();
+    }
+    // Kahn's algorithm, always taking the first ready container in file order.
+    let n = members.len();
+    let mut placed = vec![false; n];
+    let mut out_idx = Vec::with_capacity(n);
+    while out_idx.len() < n {
+        let next = (0..n).find(|&i| {
+            !placed[i]
+                && members[i].0.depends_on.iter().all(|d| {
+                    members
+                        .iter()
+                        .position(|(m, _, _)| m.spec.name == d.name)
+                        .is_some_and(|j| placed[j])
+                })
+        });
+        match next {
+            Some(i) => {
+                placed[i] = true;
+                out_idx.push(i);
+            }
+            None => {
+                // Every container left waits on another one left: name one cycle.
+                let start = (0..n).find(|&i| !placed[i]).expect("some left");
+                let mut path = vec![start];
+                let mut cur = start;
+                loop {
+                    let dep = members[cur]
+                        .0
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| members.iter().position(|(m, _, _)| m.spec.name == d.name))
+                        .find(|&j| !placed[j])
+                        .expect("a blocked container waits on another blocked one");
+                    if let Some(pos) = path.iter().position(|&p| p == dep) {
+                        let cycle: Vec<&str> = path[pos..]
+                            .iter()
+                            .chain(std::iter::once(&dep))
+                            .map(|&i| names[i].as_str())
+                            .collect();
+                        let (c, spans, _) = &members[cur];
+                        let span = c
+                            .depends_on
+                            .iter()
+                            .zip(spans)
+                            .find(|(d, _)| d.name == names[dep])
+                            .map(|(_, s)| s.clone());
+                        cx.err_at(
+                            span,
+                            format!("dependency cycle: {}", cycle.join(" -> ")),
+                            Some("remove one of these depends_on entries".into()),
+                        );
+                        break;
+                    }
+                    path.push(dep);
+                    cur = dep;
+                }
+                return members.into_iter().map(|(c, _, _)| c).collect();
+            }
+        }
+    }
+    let mut slots: Vec<Option<Container>> = members.into_iter().map(|(c, _, _)| Some(c)).collect();
+    out_idx
+        .into_iter()
+        .map(|i| slots[i].take().expect("each index once"))
+        .collect()
+}
+
+/// Which keys a container table may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// [`parse`]: one container, no project-only keys.
+    Single,
+    /// [`parse_project`] on a file without `[containers]`.
+    Alone,
+    /// A `[containers.NAME]` table.
+    Member,
+}
+
+/// Project-only settings of one container, with the spans of its `depends_on` entries.
+#[derive(Default)]
+struct Extras {
+    depends_on: Vec<Dependency>,
+    dep_spans: Vec<Span>,
+    restart: Restart,
+    healthcheck: Option<Healthcheck>,
+}
+
+impl Extras {
+    fn into_container(self, spec: Spec) -> Container {
+        Container {
+            spec,
+            depends_on: self.depends_on,
+            restart: self.restart,
+            healthcheck: self.healthcheck,
+        }
+    }
+}
+
+/// One container's settings from table `t` (the document, or a `[containers.NAME]` table).
+/// `given` is the default name (the file stem) or, with a span, the table key naming it.
+fn container(
+    cx: &mut Cx,
+    t: &Tbl,
+    given: (String, Option<Span>),
+    source: PathBuf,
+    mode: Mode,
+) -> (Spec, Extras) {
+    let mut extras = Extras::default();
+    match mode {
+        Mode::Single => check_keys(cx, t, &with(TOP_KEYS, &["containers"])),
+        Mode::Alone => check_keys(cx, t, &with(TOP_KEYS, PROJECT_KEYS)),
+        Mode::Member => {} // Checked by the caller against CONTAINER_KEYS.
+    }
+    let default_name = given.0.as_str();
+    let name = match (mode, t.get("name")) {
+        (Mode::Member, _) => Some((given.0.clone(), given.1.clone())),
+        (_, Some(v)) => {
+            want_str(cx, v, "`name`", "a string").map(|s| (s.to_string(), Some(v.span())))
+        }
+        (_, None) => Some((default_name.to_string(), None)),
     };
     let name = match name {
         Some((n, span)) => {
@@ -431,13 +692,40 @@ fn container(cx: &mut Cx, t: &Tbl, default_name: &str, source: PathBuf) -> Spec 
         .map(|s| security(cx, &s))
         .unwrap_or_default();
     let mounts = t.get("mounts").map(|v| mounts(cx, v)).unwrap_or_default();
-    let lifecycle = t
+    let life_keys = if mode == Mode::Single {
+        LIFE_KEYS.to_vec()
+    } else {
+        with(LIFE_KEYS, &["restart"])
+    };
+    let (lifecycle, restart) = t
         .get("lifecycle")
-        .and_then(|v| open(cx, v, "[lifecycle]", LIFE_KEYS))
+        .and_then(|v| open(cx, v, "[lifecycle]", &life_keys))
         .map(|l| lifecycle(cx, &l))
         .unwrap_or_default();
+    extras.restart = restart;
+    if mode != Mode::Single {
+        if let Some(v) = t.get("healthcheck") {
+            if let Some(h) = open(cx, v, "[healthcheck]", HEALTH_KEYS) {
+                extras.healthcheck = healthcheck(cx, &h);
+            }
+        }
+        if let Some(v) = t.get("depends_on") {
+            if mode == Mode::Alone {
+                cx.err_help(
+                    key_span(t, "depends_on").unwrap_or(v.span()),
+                    "`depends_on` needs several containers",
+                    "declare them as [containers.NAME] tables in one file",
+                );
+            } else {
+                for (d, span) in depends_on(cx, v) {
+                    extras.depends_on.push(d);
+                    extras.dep_spans.push(span);
+                }
+            }
+        }
+    }
 
-    Spec {
+    let spec = Spec {
         source,
         name,
         hostname,
@@ -448,6 +736,152 @@ fn container(cx: &mut Cx, t: &Tbl, default_name: &str, source: PathBuf) -> Spec 
         security,
         mounts,
         lifecycle,
+    };
+    (spec, extras)
+}
+
+/// `base` plus `more`.
+fn with<'k>(base: &[&'k str], more: &[&'k str]) -> Vec<&'k str> {
+    base.iter().chain(more).copied().collect()
+}
+
+/// `depends_on = ["db"]` or `depends_on = { db = "healthy", setup = "completed" }`.
+fn depends_on(cx: &mut Cx, v: &Val) -> Vec<(Dependency, Span)> {
+    let mut out: Vec<(Dependency, Span)> = Vec::new();
+    match v.get_ref() {
+        DeValue::Array(_) => {
+            for (name, span) in want_str_array(cx, v, "`depends_on`").unwrap_or_default() {
+                out.push((
+                    Dependency {
+                        name: name.to_string(),
+                        condition: Condition::Started,
+                    },
+                    span,
+                ));
+            }
+        }
+        DeValue::Table(_) => {
+            let Some(t) = open(cx, v, "`depends_on`", &[]) else {
+                return out;
+            };
+            for (k, cv) in t.entries() {
+                let Some(c) = want_str(cx, cv, "a dependency condition", "\"started\", \"healthy\" or \"completed\"") else {
+                    continue;
+                };
+                let condition = match c {
+                    "started" => Condition::Started,
+                    "healthy" => Condition::Healthy,
+                    "completed" => Condition::Completed,
+                    other => {
+                        cx.err(
+                            cv.span(),
+                            format!("unknown condition \"{other}\", expected \"started\", \"healthy\" or \"completed\""),
+                        );
+                        continue;
+                    }
+                };
+                out.push((
+                    Dependency {
+                        name: k.get_ref().to_string(),
+                        condition,
+                    },
+                    k.span(),
+                ));
+            }
+        }
+        _ => cx.err(
+            v.span(),
+            format!(
+                "`depends_on` must be an array of container names or a table of conditions, found {}",
+                describe(v)
+            ),
+        ),
+    }
+    let mut seen = Vec::new();
+    out.retain(|(d, span)| {
+        if seen.contains(&d.name) {
+            cx.err(
+                span.clone(),
+                format!("{} is listed twice in `depends_on`", d.name),
+            );
+            false
+        } else {
+            seen.push(d.name.clone());
+            true
+        }
+    });
+    out
+}
+
+fn healthcheck(cx: &mut Cx, t: &Tbl) -> Option<Healthcheck> {
+    let command = match t.get("command") {
+        Some(v) => command_form(cx, v, "the healthcheck `command`", false).map(|(a, _)| a),
+        None => {
+            cx.err_help(
+                t.span.clone().unwrap_or_default(),
+                "[healthcheck] needs a `command`: it exits 0 when the container is healthy",
+                "e.g. command = \"wget -q -O /dev/null http://localhost/\"",
+            );
+            None
+        }
+    };
+    let mut dur = |key: &str, default: u64| -> Duration {
+        let Some(v) = t.get(key) else {
+            return Duration::from_secs(default);
+        };
+        match duration_value(cx, v, key) {
+            Some(d) if d.is_zero() && key != "start_period" => {
+                cx.err(v.span(), format!("`{key}` must be longer than 0"));
+                Duration::from_secs(default)
+            }
+            Some(d) => d,
+            None => Duration::from_secs(default),
+        }
+    };
+    let interval = dur("interval", 30);
+    let timeout = dur("timeout", 30);
+    let start_period = dur("start_period", 0);
+    let retries = match t.get("retries") {
+        None => 3,
+        Some(v) => match want_int(cx, v, "`retries`", "a whole number") {
+            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => n as u32,
+            Some(n) => {
+                cx.err(
+                    v.span(),
+                    format!("`retries` = {n} is impossible: it must be at least 1"),
+                );
+                3
+            }
+            None => 3,
+        },
+    };
+    Some(Healthcheck {
+        command: command?,
+        interval,
+        timeout,
+        retries,
+        start_period,
+    })
+}
+
+/// A duration: a string such as "10s" or a number of seconds.
+fn duration_value(cx: &mut Cx, v: &Val, key: &str) -> Option<Duration> {
+    let parsed = match v.get_ref() {
+        DeValue::String(s) => parse_duration(s),
+        DeValue::Integer(i) => parse_duration(i.as_str()),
+        DeValue::Float(f) => parse_duration(f.as_str()),
+        _ => Err(format!("found {}", describe(v))),
+    };
+    match parsed {
+        Ok(d) => Some(d),
+        Err(why) => {
+            cx.err_help(
+                v.span(),
+                format!("invalid `{key}`: {why}"),
+                "write a duration such as \"500ms\", \"10s\", \"2m\", or a number of seconds",
+            );
+            None
+        }
     }
 }
 
@@ -1496,7 +1930,7 @@ fn mount(cx: &mut Cx, t: &Tbl) -> Option<Mount> {
     })
 }
 
-fn lifecycle(cx: &mut Cx, t: &Tbl) -> Lifecycle {
+fn lifecycle(cx: &mut Cx, t: &Tbl) -> (Lifecycle, Restart) {
     let mut l = Lifecycle::default();
     if let Some(v) = t.get("init") {
         if let Some(b) = want_bool(cx, v, "`init`") {
@@ -1533,22 +1967,46 @@ fn lifecycle(cx: &mut Cx, t: &Tbl) -> Lifecycle {
         }
     }
     if let Some(v) = t.get("stop_timeout") {
-        let parsed = match v.get_ref() {
-            DeValue::String(s) => parse_duration(s),
-            DeValue::Integer(i) => parse_duration(i.as_str()),
-            DeValue::Float(f) => parse_duration(f.as_str()),
-            _ => Err(format!("found {}", describe(v))),
-        };
-        match parsed {
-            Ok(d) => l.stop_timeout = d,
-            Err(why) => cx.err_help(
-                v.span(),
-                format!("invalid `stop_timeout`: {why}"),
-                "write a duration such as \"500ms\", \"10s\", \"2m\", or a number of seconds",
-            ),
+        if let Some(d) = duration_value(cx, v, "stop_timeout") {
+            l.stop_timeout = d;
         }
     }
-    l
+    let mut restart = Restart::No;
+    if let Some(v) = t.get("restart") {
+        if let Some(r) = want_str(
+            cx,
+            v,
+            "`restart`",
+            "\"no\", \"on-failure\", \"on-failure:N\" or \"always\"",
+        ) {
+            match parse_restart(r) {
+                Ok(x) => restart = x,
+                Err(why) => cx.err_help(
+                    v.span(),
+                    format!("invalid `restart` \"{r}\": {why}"),
+                    "choose \"no\", \"on-failure\", \"on-failure:N\" (at most N restarts) or \"always\"",
+                ),
+            }
+        }
+    }
+    (l, restart)
+}
+
+fn parse_restart(r: &str) -> Result<Restart, String> {
+    match r {
+        "no" | "never" => Ok(Restart::No),
+        "always" => Ok(Restart::Always),
+        "on-failure" => Ok(Restart::OnFailure { max_retries: None }),
+        other => match other.strip_prefix("on-failure:") {
+            Some(n) => n
+                .parse::<u32>()
+                .map(|n| Restart::OnFailure {
+                    max_retries: Some(n),
+                })
+                .map_err(|_| format!("\"{n}\" is not a number of retries")),
+            None => Err("unknown policy".into()),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -263,3 +263,77 @@ impl Default for Lifecycle {
         }
     }
 }
+
+/// A spec file read with [`load_project`](crate::spec::load_project): one or more containers
+/// (`[containers.NAME]` tables, or a plain single-container spec), in start order (every
+/// container after those it depends on; otherwise file order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    /// The spec file this came from (absolute).
+    pub source: PathBuf,
+    /// The containers, in start order.
+    pub containers: Vec<Container>,
+}
+
+/// One container of a [`Project`]: its [`Spec`] plus the settings that relate it to others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    /// The container itself (its name is the `[containers.NAME]` key).
+    pub spec: Spec,
+    /// Containers to start (and wait for) first.
+    pub depends_on: Vec<Dependency>,
+    /// What to do when the process exits (`[lifecycle] restart`).
+    pub restart: Restart,
+    /// How to tell that the container works (`[healthcheck]`).
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// One `depends_on` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The container depended on.
+    pub name: String,
+    /// When it counts as ready.
+    pub condition: Condition,
+}
+
+/// When a dependency counts as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// As soon as its process has started (the default).
+    Started,
+    /// Once its healthcheck has passed (it must have one).
+    Healthy,
+    /// Once it has exited with status 0 (a setup job).
+    Completed,
+}
+
+/// Restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Never restart (the default).
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max_retries` times when given.
+    OnFailure {
+        /// Give up after this many restarts.
+        max_retries: Option<u32>,
+    },
+    /// Restart whenever it exits, unless rcl stopped it.
+    Always,
+}
+
+/// A command run inside the container to check its health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthcheck {
+    /// The check (shell form already turned into `/bin/sh -c ...`); exit 0 = healthy.
+    pub command: Vec<String>,
+    /// Time between checks (default 30s).
+    pub interval: Duration,
+    /// A check running longer than this fails (default 30s).
+    pub timeout: Duration,
+    /// Consecutive failures before the container is unhealthy (default 3).
+    pub retries: u32,
+    /// Failures during this time after start do not count (default 0s).
+    pub start_period: Duration,
+}
