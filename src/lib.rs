@@ -11,3 +11,4 @@ pub mod paths;
 pub mod runtime;
 pub mod security;
 pub mod spec;
+pub mod state;
