@@ -13,3 +13,4 @@ pub mod runtime;
 pub mod security;
 pub mod spec;
 pub mod state;
+pub mod supervisor;
