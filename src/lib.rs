@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod hostlayer;
 pub mod layerdiff;
+pub mod lifecycle_cli;
 pub mod logs;
 pub mod paths;
 pub mod runtime;

@@ -213,6 +213,9 @@ pub struct Record {
     pub upper: Option<PathBuf>,
     /// The container's lower layers, top first (for diff and commit).
     pub lowers: Vec<PathBuf>,
+    /// The runtime's id of the current run (its cgroup's name), while it runs.
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 impl Record {
@@ -235,6 +238,7 @@ impl Record {
             error: None,
             upper: None,
             lowers: Vec::new(),
+            container_id: None,
         }
     }
 
@@ -249,6 +253,7 @@ impl Record {
         if self.status != Status::Exited && !self.supervisor_alive() {
             self.status = Status::Exited;
             self.init_pid = None;
+            self.container_id = None;
             if self.error.is_none() {
                 self.error = Some("its supervisor is gone".into());
             }
@@ -290,12 +295,20 @@ pub fn check_name(name: &str) -> Result<(), StateError> {
 
 impl Store {
     /// The store in the caller's default places (`/run/rcl`, `/var/lib/rcl` as root;
-    /// `$XDG_RUNTIME_DIR/rcl`, `$XDG_DATA_HOME/rcl` rootless).
+    /// `$XDG_RUNTIME_DIR/rcl`, `$XDG_DATA_HOME/rcl` rootless), each + `/containers`.
+    /// `RCL_STATE_DIR` and `RCL_DATA_DIR` (absolute paths) replace them, e.g. to keep a test's
+    /// containers apart.
     pub fn open_default() -> Result<Store, StateError> {
-        Store::open(
-            &crate::paths::state_dir().join("containers"),
-            &crate::paths::data_dir().join("containers"),
-        )
+        let env = |var: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        let dir =
+            env("RCL_STATE_DIR").unwrap_or_else(|| crate::paths::state_dir().join("containers"));
+        let data =
+            env("RCL_DATA_DIR").unwrap_or_else(|| crate::paths::data_dir().join("containers"));
+        Store::open(&dir, &data)
     }
 
     /// A store with records in `dir` and persistent data in `data`.

@@ -10,6 +10,8 @@
 //! The pure logic (policy, back-off, health) lives in [`policy`] and [`health`] and is unit
 //! tested; [`supervise`] is tested with plain host processes ([`HostCommand`], [`HostProbe`]).
 
+pub mod container;
+pub mod exec;
 pub mod health;
 pub mod policy;
 
@@ -37,8 +39,13 @@ pub trait Running {
     fn pid(&self) -> i32;
     /// Sends signal `sig`.
     fn signal(&mut self, sig: i32) -> Result<()>;
-    /// Its exit status once it has exited (128+N when killed by signal N).
+    /// Its exit status once it has exited (128+N when killed by signal N); called only after
+    /// [`Running::wait_fd`] polled readable.
     fn try_wait(&mut self) -> Result<Option<i32>>;
+    /// The runtime's id for this run (its cgroup's name), if it has one.
+    fn id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Something the supervisor can start (again and again).
@@ -257,6 +264,7 @@ pub fn supervise(
                 store.update(name, |r| {
                     r.status = Status::Running;
                     r.init_pid = Some(run.pid());
+                    r.container_id = run.id();
                     r.started_ms = Some(now_ms());
                     r.finished_ms = None;
                     r.exit_code = None;
@@ -300,6 +308,7 @@ pub fn supervise(
             r.exit_code = Some(code);
             r.finished_ms = Some(now_ms());
             r.init_pid = None;
+            r.container_id = None;
             if start_error.is_some() {
                 r.error = start_error.clone();
             }
@@ -363,9 +372,13 @@ fn watch(
         run.signal(settings.stop_signal)?;
         kill_at = Some(Instant::now() + settings.stop_timeout);
     }
+    // Only ask for the exit when the wait fd says so: a container's try_wait reads a channel.
+    let mut may_have_exited = false;
     let result = loop {
-        if let Some(code) = run.try_wait()? {
-            break Ok(code);
+        if may_have_exited {
+            if let Some(code) = run.try_wait()? {
+                break Ok(code);
+            }
         }
         let now = Instant::now();
         // Wake for the next deadline: SIGKILL, a probe's timeout or poll, the next probe.
@@ -381,7 +394,7 @@ fn watch(
             Some(t) => PollTimeout::try_from(ms_until(t, now).min(i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX),
         };
-        let (stop_ready, _) = {
+        let stop_ready = {
             let mut fds = vec![
                 PollFd::new(run.wait_fd(), PollFlags::POLLIN),
                 PollFd::new(out.read.as_fd(), PollFlags::POLLIN),
@@ -394,7 +407,8 @@ fn watch(
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => break Err(anyhow::Error::from(e).context("poll")),
             }
-            (fds.get(3).is_some_and(readable), readable(&fds[0]))
+            may_have_exited = readable(&fds[0]);
+            fds.get(3).is_some_and(readable)
         };
         out.drain(log)?;
         err.drain(log)?;
