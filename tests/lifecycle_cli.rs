@@ -1,0 +1,442 @@
+//! `rcl up`, `ps`, `logs`, `exec`, `stop`, `down`, `rm`, `stats`, `diff`, `commit` for real:
+//! the rcl binary, real containers on the union filesystem, detached supervisors.
+//!
+//! Each test keeps its records apart with `RCL_STATE_DIR` / `RCL_DATA_DIR` and unique names,
+//! and its guard kills any supervisor it left (which takes the container and mount along).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::Output;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn unavailable() -> Option<String> {
+    if let Some(why) = testkit::fuse_unavailable() {
+        return Some(why);
+    }
+    for p in [
+        "/bin/sh",
+        "/bin/sleep",
+        "/bin/cat",
+        "/usr/bin/test",
+        "/bin/touch",
+    ] {
+        if !Path::new(p).exists() {
+            return Some(format!("{p} is missing"));
+        }
+    }
+    None
+}
+
+macro_rules! need {
+    () => {
+        if let Some(why) = unavailable() {
+            testkit::skip!("{why}");
+        }
+    };
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    tag: String,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        let dir = testkit::shared_tempdir();
+        Env {
+            dir,
+            tag: format!("lc{}{tag}", std::process::id()),
+        }
+    }
+
+    fn name(&self, n: &str) -> String {
+        format!("{}-{n}", self.tag)
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    fn rcl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(testkit::workspace_bin("rcl"));
+        cmd.args(args)
+            .env("RCL_STATE_DIR", self.state())
+            .env("RCL_DATA_DIR", self.path("data"));
+        testkit::run_timeout(&mut cmd, TIMEOUT)
+    }
+
+    fn write_spec(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.path(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn ps(&self) -> Vec<serde_json::Value> {
+        let out = self.rcl(&["ps", "--json"]);
+        out.assert_ok();
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    fn record(&self, name: &str) -> serde_json::Value {
+        self.ps()
+            .into_iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in ps"))
+    }
+
+    fn wait_for(&self, what: &str, mut f: impl FnMut(&Env) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Kill every supervisor this test left: the holder then kills the container and its
+        // mount goes with the holder's mount namespace.
+        if let Ok(rd) = std::fs::read_dir(self.state()) {
+            for e in rd.flatten() {
+                let Ok(text) = std::fs::read_to_string(e.path()) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                if let Some(pid) = v["supervisor"]["pid"].as_i64() {
+                    let start = v["supervisor"]["start_time"].as_u64();
+                    if rcl::state::ProcRef::of(pid as i32).map(|p| p.start_time) == start {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn layers() -> &'static str {
+    r#"layers = [{ host = ["/bin/sh", "/bin/echo", "/bin/sleep", "/bin/cat", "/usr/bin/test", "/bin/touch", "/bin/rm"] }]"#
+}
+
+fn alive(pid: i64) -> bool {
+    rcl::state::ProcRef::of(pid as i32).is_some()
+}
+
+fn no_mount_of(tag: &str) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    !info.contains(tag)
+}
+
+#[test]
+fn up_ps_logs_exec_diff_commit_stop_down() {
+    need!();
+    let env = Env::new("main");
+    let web = env.name("web");
+    let spec = env.write_spec(
+        "web.toml",
+        &format!(
+            r#"
+name = "{web}"
+hostname = "webhost"
+[rootfs]
+{layers}
+[process]
+command = "echo hello; echo oops >&2; touch /made; rm /bin/rm; while true; do sleep 1; done"
+[lifecycle]
+stop_timeout = "3s"
+[healthcheck]
+command = "test -e /made"
+interval = "200ms"
+retries = 2
+"#,
+            layers = layers()
+        ),
+    );
+    let spec_s = spec.to_str().unwrap();
+    let out = env.rcl(&["up", spec_s]);
+    out.assert_ok();
+    assert!(out.stdout.contains(&format!("{web}: started")), "{out:?}");
+    // Again: a no-op.
+    let out = env.rcl(&["up", spec_s]);
+    out.assert_ok();
+    assert!(out.stdout.contains("up to date"), "{out:?}");
+
+    let r = env.record(&web);
+    assert_eq!(r["status"], "running");
+    let pid = r["init_pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    env.wait_for("healthy", |e| e.record(&web)["health"] == "healthy");
+    let table = env.rcl(&["ps"]);
+    let row = table.stdout.lines().find(|l| l.starts_with(&web)).unwrap();
+    assert!(row.contains("running") && row.contains("healthy"), "{row}");
+    assert!(
+        row.contains(&pid.to_string()) && row.contains("echo hello"),
+        "{row}"
+    );
+
+    // Logs: stdout lines on stdout, stderr lines on stderr, timestamps on request.
+    env.wait_for("log lines", |e| {
+        e.rcl(&["logs", &web]).stderr.contains("oops")
+    });
+    let l = env.rcl(&["logs", &web]);
+    assert_eq!(l.stdout, "hello\n");
+    assert_eq!(l.stderr, "oops\n");
+    let l = env.rcl(&["logs", "--timestamps", "--since", "1h", &web]);
+    assert!(
+        l.stdout.starts_with("20") && l.stdout.ends_with(" hello\n"),
+        "{l:?}"
+    );
+    let l = env.rcl(&["logs", "--since", "bogus", &web]);
+    assert!(!l.success() && l.stderr.contains("bogus"), "{l:?}");
+
+    // exec: inside the namespaces (hostname, pid namespace, root), exit codes pass through.
+    let e = env.rcl(&[
+        "exec",
+        &web,
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/hostname; echo $$; test -e /made && echo root-ok",
+    ]);
+    e.assert_ok();
+    let lines: Vec<&str> = e.stdout.lines().collect();
+    assert_eq!(lines[0], "webhost");
+    let inner_pid: i64 = lines[1].parse().unwrap();
+    assert!(
+        inner_pid < 100,
+        "pid {inner_pid} is not in the container's pid namespace"
+    );
+    assert_eq!(lines[2], "root-ok");
+    let e = env.rcl(&["exec", &web, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(e.code(), Some(7), "{e:?}");
+    let e = env.rcl(&["exec", &web, "--", "/no/such/prog"]);
+    assert_eq!(e.code(), Some(127), "{e:?}");
+    assert!(e.stderr.contains("/no/such/prog"), "{e:?}");
+    // Capabilities are the container's (Docker's defaults), not root's full set.
+    let e = env.rcl(&["exec", &web, "--", "sh", "-c", "cat /proc/self/status"]);
+    let capeff = e.stdout.lines().find(|l| l.starts_with("CapEff")).unwrap();
+    assert!(capeff.ends_with("00000000a80425fb"), "{capeff}");
+
+    // stats from the container's cgroup.
+    let s = env.rcl(&["stats", "--json", &web]);
+    s.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert!(v[0]["pids_current"].as_u64().unwrap() >= 1, "{v}");
+
+    // diff and commit.
+    let d = env.rcl(&["diff", &web]);
+    d.assert_ok();
+    assert!(d.stdout.lines().any(|l| l == "A /made"), "{d:?}");
+    // The host layer keeps programs at their resolved paths (/bin may be a link to usr/bin).
+    assert!(
+        d.stdout
+            .lines()
+            .any(|l| l.starts_with("D /") && l.ends_with("bin/rm")),
+        "{d:?}"
+    );
+    let layer = env.path("layer");
+    env.rcl(&["commit", &web, layer.to_str().unwrap()])
+        .assert_ok();
+    assert!(layer.join("made").exists());
+    let tarball = env.path("layer.tar");
+    env.rcl(&["commit", "--tar", &web, tarball.to_str().unwrap()])
+        .assert_ok();
+    assert!(std::fs::metadata(&tarball).unwrap().len() > 0);
+    let again = env.rcl(&["commit", &web, layer.to_str().unwrap()]);
+    assert!(!again.success() && again.stderr.contains("already exists"));
+
+    // rm refuses a running container.
+    let rm = env.rcl(&["rm", &web]);
+    assert!(
+        !rm.success() && rm.stderr.contains("stop it first"),
+        "{rm:?}"
+    );
+
+    // stop: the stop signal (sh dies of SIGTERM), nothing restarted.
+    let t0 = Instant::now();
+    env.rcl(&["stop", &web]).assert_ok();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let r = env.record(&web);
+    assert_eq!(r["status"], "exited");
+    assert_eq!(r["exit_code"], 143);
+    assert!(!alive(pid));
+    assert!(no_mount_of(&web));
+    // The upper layer survives a stop: diff still works.
+    assert!(env.rcl(&["diff", &web]).stdout.contains("A /made"));
+
+    env.rcl(&["down", spec_s]).assert_ok();
+    assert!(env.ps().is_empty());
+    assert!(!env.path("data").join(&web).exists());
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_container_and_mount_along() {
+    need!();
+    let env = Env::new("kill");
+    let app = env.name("app");
+    let spec = env.write_spec(
+        "app.toml",
+        &format!(
+            "name = \"{app}\"\n[rootfs]\n{}\n[process]\ncommand = \"while true; do sleep 1; done\"\n",
+            layers()
+        ),
+    );
+    env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
+    let r = env.record(&app);
+    let pid = r["init_pid"].as_i64().unwrap();
+    let sup = r["supervisor"]["pid"].as_i64().unwrap();
+    // The runtime's per-run state directory (it holds the union mount's mountpoint).
+    let run_dir = rcl::paths::state_dir().join(r["container_id"].as_str().unwrap());
+    assert!(run_dir.exists(), "{}", run_dir.display());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.wait_for("the container to die", |_| !alive(pid));
+    env.wait_for("the mount to go", |_| no_mount_of(&app));
+    env.wait_for("the run's state to be cleaned", |_| !run_dir.exists());
+    let r = env.record(&app);
+    assert_eq!(r["status"], "exited");
+    assert!(r["error"].as_str().unwrap().contains("supervisor is gone"));
+    // rm cleans up after it; `up` would have started it again.
+    env.rcl(&["rm", &app]).assert_ok();
+    assert!(env.ps().is_empty());
+}
+
+#[test]
+fn restart_policy_with_real_containers() {
+    need!();
+    let env = Env::new("restart");
+    let job = env.name("job");
+    let spec = env.write_spec(
+        "job.toml",
+        &format!(
+            "name = \"{job}\"\n[rootfs]\n{}\n[process]\ncommand = \"echo run; exit 3\"\n\
+             [lifecycle]\nrestart = \"on-failure:2\"\n",
+            layers()
+        ),
+    );
+    env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
+    env.wait_for("retries used up", |e| {
+        let r = e.record(&job);
+        r["status"] == "exited" && r["restart_count"] == 2
+    });
+    let r = env.record(&job);
+    assert_eq!(r["exit_code"], 3);
+    let l = env.rcl(&["logs", &job]);
+    assert_eq!(l.stdout, "run\nrun\nrun\n");
+    env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
+}
+
+#[test]
+fn a_changed_spec_recreates_only_the_changed_container() {
+    need!();
+    let env = Env::new("stack");
+    let (a, b) = (env.name("a"), env.name("b"));
+    let stack = |cmd_b: &str| {
+        format!(
+            "[containers.{a}]\nrootfs.{l}\nprocess.command = \"while true; do sleep 1; done\"\n\
+             [containers.{b}]\nrootfs.{l}\nprocess.command = \"{cmd_b}\"\ndepends_on = [\"{a}\"]\n",
+            l = layers()
+        )
+    };
+    let spec = env.write_spec("stack.toml", &stack("while true; do sleep 1; done"));
+    let s = spec.to_str().unwrap();
+    env.rcl(&["up", s]).assert_ok();
+    let pid_a = env.record(&a)["init_pid"].as_i64().unwrap();
+    let pid_b = env.record(&b)["init_pid"].as_i64().unwrap();
+
+    env.write_spec("stack.toml", &stack("while true; do sleep 2; done"));
+    let out = env.rcl(&["up", s]);
+    out.assert_ok();
+    assert!(out.stdout.contains(&format!("{a}: up to date")), "{out:?}");
+    assert!(out.stdout.contains(&format!("{b}: started")), "{out:?}");
+    assert_eq!(env.record(&a)["init_pid"].as_i64().unwrap(), pid_a);
+    let new_b = env.record(&b)["init_pid"].as_i64().unwrap();
+    assert_ne!(new_b, pid_b);
+    assert!(!alive(pid_b));
+
+    // Another spec may not take a name this one owns.
+    let other = env.write_spec(
+        "other.toml",
+        &format!(
+            "name = \"{a}\"\n[rootfs]\n{}\n[process]\ncommand = \"true\"\n",
+            layers()
+        ),
+    );
+    let out = env.rcl(&["up", other.to_str().unwrap()]);
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains(&a) && out.stderr.contains("stack.toml"),
+        "{out:?}"
+    );
+    assert_eq!(env.record(&a)["init_pid"].as_i64().unwrap(), pid_a);
+
+    env.rcl(&["down", s]).assert_ok();
+    assert!(env.ps().is_empty());
+    assert!(!alive(pid_a) && !alive(new_b));
+}
+
+#[test]
+fn a_failed_dependency_leaves_nothing_half_started() {
+    need!();
+    let env = Env::new("dep");
+    let (db, setup, app) = (env.name("db"), env.name("setup"), env.name("app"));
+    let spec = env.write_spec(
+        "dep.toml",
+        &format!(
+            "[containers.{db}]\nrootfs.{l}\nprocess.command = \"while true; do sleep 1; done\"\n\
+             [containers.{setup}]\nrootfs.{l}\nprocess.command = \"echo failing; exit 4\"\n\
+             depends_on = [\"{db}\"]\n\
+             [containers.{app}]\nrootfs.{l}\nprocess.command = \"sleep 100\"\n\
+             depends_on = {{ {setup} = \"completed\" }}\n",
+            l = layers()
+        ),
+    );
+    let out = env.rcl(&["up", spec.to_str().unwrap()]);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("container {setup}")) && out.stderr.contains("status 4"),
+        "{out:?}"
+    );
+    // db was started by this `up` and stopped again; app never started.
+    let recs = env.ps();
+    assert!(recs.iter().all(|r| r["status"] == "exited"), "{recs:?}");
+    assert!(!recs.iter().any(|r| r["name"] == app.as_str()));
+    assert!(no_mount_of(&env.tag));
+    env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
+}
+
+#[test]
+fn errors_name_the_container_or_the_file() {
+    let env = Env::new("err");
+    let bad = env.write_spec("bad.toml", "name = \"x\"\n[process]\ncommand = 5\n");
+    let out = env.rcl(&["up", bad.to_str().unwrap()]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("bad.toml:3"), "{out:?}");
+    for args in [
+        vec!["logs", "ghost"],
+        vec!["stop", "ghost"],
+        vec!["diff", "ghost"],
+        vec!["exec", "ghost", "--", "true"],
+        vec!["rm", "ghost"],
+    ] {
+        let out = env.rcl(&args);
+        assert!(!out.success(), "{args:?}");
+        assert!(out.stderr.contains("ghost"), "{args:?}: {out:?}");
+    }
+    assert!(env.ps().is_empty());
+}
