@@ -184,13 +184,13 @@ fn up(path: &Path) -> Result<i32> {
     let project = load_project(path)?;
     let store = Store::open_default()?;
     let source = project.source.clone();
+    // One `up` or `down` at a time: the names lock is held throughout, so two concurrent
+    // `up`s of one spec never start a container twice.
+    let _names = store.lock_names()?;
     // Claim every name first: refuse before starting anything.
-    {
-        let _names = store.lock_names()?;
-        for c in &project.containers {
-            state::check_name(&c.spec.name)?;
-            store.claim(&c.spec.name, &source)?;
-        }
+    for c in &project.containers {
+        state::check_name(&c.spec.name)?;
+        store.claim(&c.spec.name, &source)?;
     }
     let mut started: Vec<String> = Vec::new();
     for c in &project.containers {
@@ -464,6 +464,7 @@ fn stop(store: &Store, name: &str) -> Result<()> {
 
 fn down(path: &Path, volumes: bool) -> Result<i32> {
     let store = Store::open_default()?;
+    let _names = store.lock_names()?;
     let project = load_project(path);
     let source = match &project {
         Ok(p) => p.source.clone(),

@@ -440,3 +440,64 @@ fn errors_name_the_container_or_the_file() {
     }
     assert!(env.ps().is_empty());
 }
+
+#[test]
+fn concurrent_commands_start_a_container_once() {
+    need!();
+    let env = Env::new("conc");
+    let c = env.name("c");
+    let spec = env.write_spec(
+        "c.toml",
+        &format!(
+            "name = \"{c}\"\n[rootfs]\n{}\n[process]\ncommand = \"while true; do sleep 1; done\"\n",
+            layers()
+        ),
+    );
+    let s = spec.to_str().unwrap().to_string();
+    let env = std::sync::Arc::new(env);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let env = env.clone();
+            let s = s.clone();
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    env.rcl(&["up", &s])
+                } else {
+                    // Readers in between never see a torn record.
+                    env.rcl(&["ps", "--json"])
+                }
+            })
+        })
+        .collect();
+    let outs: Vec<Output> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for o in &outs {
+        o.assert_ok();
+    }
+    let started = outs
+        .iter()
+        .filter(|o| o.stdout.contains(&format!("{c}: started")))
+        .count();
+    assert_eq!(started, 1, "{outs:?}");
+    let sups = std::process::Command::new("pgrep")
+        .args(["-f", &format!("__supervise {c}$")])
+        .output()
+        .unwrap();
+    // The holder and the filesystem server are forks of the supervisor (same command line):
+    // count the processes whose parent is not one of them.
+    let pids: Vec<i32> = String::from_utf8_lossy(&sups.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let ppid = |p: i32| -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        rest.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let tops = pids.iter().filter(|&&p| !pids.contains(&ppid(p))).count();
+    assert_eq!(tops, 1, "one supervisor: {pids:?}");
+    env.rcl(&["down", &s]).assert_ok();
+    assert!(env.ps().is_empty());
+}
