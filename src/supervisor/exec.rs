@@ -163,8 +163,12 @@ pub fn exec(init_pid: i32, cgroup: Option<&str>, spec: &Spec, command: &[String]
     })?;
     let flags = differing_namespaces(init_pid)?;
     let sec = crate::security::prepare(&spec.security)?;
-    let cg = match cgroup {
-        Some(name) => Some(crate::cgroup::Cgroup::open(name)?),
+    // Rootless without a delegated cgroup the container has none of its own: then there is
+    // nothing to join (it shares the caller's).
+    let cg = match cgroup.map(crate::cgroup::Cgroup::open) {
+        Some(Ok(cg)) => Some(cg),
+        Some(Err(_)) if !nix::unistd::geteuid().is_root() => None,
+        Some(Err(e)) => return Err(e),
         None => None,
     };
     // SAFETY: the rcl command line is single-threaded, so the child may run ordinary code.
