@@ -5,7 +5,8 @@
 //! `NAME.json` (the [`Record`], replaced atomically: written to a temporary file, synced, then
 //! renamed over), `NAME.lock` (a `flock` held while a command changes that container) and
 //! `.names.lock` (held while a name is claimed or released). Persistent data (the container's
-//! upper layer, its logs) lives under [`crate::paths::data_dir`] + `/containers/NAME`.
+//! upper layer, its logs, and a copy of the record that outlives a reboot, which empties the
+//! state directory) lives under [`crate::paths::data_dir`] + `/containers/NAME`.
 //!
 //! A record names its supervisor by pid *and* start time (field 22 of `/proc/PID/stat`), so a
 //! reused pid is never mistaken for a live supervisor; [`Store::list`] reports containers whose
@@ -124,12 +125,23 @@ impl Health {
 }
 
 /// A process named by pid and start time, so that pid reuse is noticed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRef {
     /// Process id.
     pub pid: i32,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
     pub start_time: u64,
+    /// The kernel's boot id when it was recorded (a pid and start time from before a reboot
+    /// name nothing now).
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), empty when unreadable.
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 impl ProcRef {
@@ -138,6 +150,7 @@ impl ProcRef {
         Some(ProcRef {
             pid,
             start_time: proc_start_time(pid)?,
+            boot_id: boot_id(),
         })
     }
 
@@ -148,7 +161,8 @@ impl ProcRef {
 
     /// True when the very same process still exists (not a zombie, not a reused pid).
     pub fn alive(&self) -> bool {
-        proc_start_time(self.pid) == Some(self.start_time)
+        (self.boot_id.is_empty() || self.boot_id == boot_id())
+            && proc_start_time(self.pid) == Some(self.start_time)
     }
 }
 
@@ -244,7 +258,7 @@ impl Record {
 
     /// True when the record says a supervisor looks after it and that supervisor still lives.
     pub fn supervisor_alive(&self) -> bool {
-        self.supervisor.is_some_and(|s| s.alive())
+        self.supervisor.as_ref().is_some_and(|s| s.alive())
     }
 
     /// The record as it truly is: a container whose supervisor is gone is exited, whatever the
@@ -374,10 +388,12 @@ impl Store {
         self.lock_file(&self.dir.join(format!("{name}.lock")))
     }
 
-    /// The stored record of `name`, as stored (see [`Record::observed`]).
-    pub fn load(&self, name: &str) -> Result<Option<Record>, StateError> {
-        check_name(name)?;
-        let path = self.record_path(name);
+    /// The persistent copy of the record (survives a reboot, which empties the state dir).
+    fn data_record_path(&self, name: &str) -> PathBuf {
+        self.data_dir(name).join("record.json")
+    }
+
+    fn read_record(path: PathBuf) -> Result<Option<Record>, StateError> {
         let text = match fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -386,6 +402,16 @@ impl Store {
         serde_json::from_slice(&text)
             .map(Some)
             .map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// The stored record of `name`, as stored (see [`Record::observed`]); after a reboot, the
+    /// persistent copy.
+    pub fn load(&self, name: &str) -> Result<Option<Record>, StateError> {
+        check_name(name)?;
+        match Store::read_record(self.record_path(name))? {
+            Some(r) => Ok(Some(r)),
+            None => Store::read_record(self.data_record_path(name)),
+        }
     }
 
     /// The record of `name`, or [`StateError::NotFound`].
@@ -398,16 +424,11 @@ impl Store {
     /// lock held.
     pub fn save(&self, rec: &Record) -> Result<(), StateError> {
         check_name(&rec.name)?;
-        let path = self.record_path(&rec.name);
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
-            .map_err(io_err("creating a temporary file in", &self.dir))?;
         let text = serde_json::to_vec_pretty(rec).expect("records serialize");
-        tmp.write_all(&text)
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(io_err("writing", tmp.path()))?;
-        tmp.persist(&path)
-            .map_err(|e| io_err("replacing", &path)(e.error))?;
-        Ok(())
+        let data = self.data_dir(&rec.name);
+        fs::create_dir_all(&data).map_err(io_err("creating", &data))?;
+        write_atomic(&self.record_path(&rec.name), &text)?;
+        write_atomic(&self.data_record_path(&rec.name), &text)
     }
 
     /// Changes the record of `name` under its lock: `f` gets the current record (an error
@@ -438,11 +459,12 @@ impl Store {
     /// Call with the container's lock held.
     pub fn remove(&self, name: &str, data: bool) -> Result<(), StateError> {
         check_name(name)?;
-        let path = self.record_path(name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("removing", &path)(e)),
+        for path in [self.record_path(name), self.data_record_path(name)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &path)(e)),
+            }
         }
         let _ = fs::remove_file(self.dir.join(format!("{name}.lock")));
         if data {
@@ -456,23 +478,46 @@ impl Store {
 
     /// All records, sorted by name, as observed (dead supervisors reported as exited).
     pub fn list(&self) -> Result<Vec<Record>, StateError> {
-        let mut out = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
         for e in fs::read_dir(&self.dir).map_err(io_err("reading", &self.dir))? {
             let e = e.map_err(io_err("reading", &self.dir))?;
-            let file = e.file_name();
-            let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
-                continue;
-            };
-            if check_name(name).is_err() {
+            if let Some(n) = e.file_name().to_str().and_then(|f| f.strip_suffix(".json")) {
+                names.insert(n.to_string());
+            }
+        }
+        // Containers of an earlier boot: only their persistent copy is left.
+        for e in fs::read_dir(&self.data).map_err(io_err("reading", &self.data))? {
+            let e = e.map_err(io_err("reading", &self.data))?;
+            if e.path().join("record.json").exists() {
+                if let Some(n) = e.file_name().to_str() {
+                    names.insert(n.to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for name in names {
+            if check_name(&name).is_err() {
                 continue;
             }
-            if let Some(r) = self.load(name)? {
+            if let Some(r) = self.load(&name)? {
                 out.push(r.observed());
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+}
+
+/// Replaces `path` with `text` atomically: a temporary file beside it, synced, renamed over.
+fn write_atomic(path: &Path, text: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(io_err("creating a temporary file in", dir))?;
+    tmp.write_all(text)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(io_err("writing", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("replacing", path)(e.error))?;
+    Ok(())
 }
 
 /// A stable hash (SHA-256, hex) of any debug-printable settings, to notice a changed spec.

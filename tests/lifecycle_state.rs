@@ -147,14 +147,20 @@ fn pid_reuse_and_dead_supervisors_are_noticed() {
     assert!(sup.alive());
     // Same pid, another start time: a reused pid is not our supervisor.
     let reused = ProcRef {
-        pid: sup.pid,
         start_time: sup.start_time + 1,
+        ..sup.clone()
     };
     assert!(!reused.alive());
+    // Same pid and start time, but recorded in another boot.
+    let other_boot = ProcRef {
+        boot_id: "00000000-0000-0000-0000-000000000000".into(),
+        ..sup.clone()
+    };
+    assert!(!other_boot.alive());
 
     let mut r = Record::new("app", Path::new("/s.toml"), "h");
     r.status = Status::Running;
-    r.supervisor = Some(sup);
+    r.supervisor = Some(sup.clone());
     r.init_pid = Some(12345);
     r.health = Health::Healthy;
     s.save(&r).unwrap();
@@ -213,4 +219,35 @@ fn settings_hash_is_stable_and_sensitive() {
     assert_eq!(a, state::settings_hash(&("x", 1)));
     assert_ne!(a, state::settings_hash(&("x", 2)));
     assert_eq!(a.len(), 64);
+}
+
+#[test]
+fn after_a_reboot_containers_show_as_exited_and_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut r = Record::new("db", Path::new("/s.toml"), "h");
+    r.status = Status::Running;
+    r.supervisor = Some(ProcRef::current());
+    r.init_pid = Some(4242);
+    s.save(&r).unwrap();
+    std::fs::write(s.data_dir("db").join("keep"), "upper and logs").unwrap();
+    // A reboot empties the runtime state directory (a tmpfs) and ends every process.
+    std::fs::remove_dir_all(s.dir()).unwrap();
+    let s = store(dir.path());
+    let mut rec = s.get("db").unwrap();
+    rec.supervisor.as_mut().unwrap().boot_id = "an-earlier-boot".into();
+    s.save(&rec).unwrap();
+    std::fs::remove_dir_all(s.dir()).unwrap();
+    let s = store(dir.path());
+    let l = s.list().unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].name, "db");
+    assert_eq!(l[0].status, Status::Exited);
+    assert_eq!(l[0].init_pid, None);
+    {
+        let _l = s.lock("db").unwrap();
+        s.remove("db", true).unwrap();
+    }
+    assert!(s.list().unwrap().is_empty());
+    assert!(!s.data_dir("db").exists());
 }
