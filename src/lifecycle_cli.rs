@@ -571,11 +571,16 @@ fn ps(json: bool) -> Result<i32> {
             .init_pid
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
+        // Health describes a running container only.
+        let health = match r.status {
+            Status::Running | Status::Restarting => r.health.as_str(),
+            _ => "",
+        };
         println!(
             "{:<20} {:<14} {:<10} {:>8} {:>9}  {}",
             r.name,
             st,
-            r.health.as_str(),
+            health,
             pid,
             uptime,
             r.command.join(" ")

@@ -501,3 +501,81 @@ fn concurrent_commands_start_a_container_once() {
     env.rcl(&["down", &s]).assert_ok();
     assert!(env.ps().is_empty());
 }
+
+#[test]
+fn logs_follow_ends_when_the_container_is_gone() {
+    need!();
+    let env = Env::new("follow");
+    let t = env.name("t");
+    let spec = env.write_spec(
+        "t.toml",
+        &format!(
+            "name = \"{t}\"\n[rootfs]\n{}\n[process]\n\
+             command = \"i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done\"\n\
+             [lifecycle]\nstop_timeout = \"2s\"\n",
+            layers()
+        ),
+    );
+    env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
+    let mut follow = Command::new(testkit::workspace_bin("rcl"));
+    follow
+        .args(["logs", "-f", &t])
+        .env("RCL_STATE_DIR", env.state())
+        .env("RCL_DATA_DIR", env.path("data"));
+    let env = std::sync::Arc::new(env);
+    let follower = std::thread::spawn(move || testkit::run_timeout(&mut follow, TIMEOUT));
+    std::thread::sleep(Duration::from_millis(800));
+    env.rcl(&["stop", &t]).assert_ok();
+    let out = follower.join().unwrap();
+    assert!(out.status.is_some(), "logs -f did not end: {out:?}");
+    out.assert_ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.len() >= 4, "{out:?}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(*l, format!("line {i}"), "every line once, in order");
+    }
+    // Everything the container wrote is there: the same as a plain read.
+    assert_eq!(env.rcl(&["logs", &t]).stdout, out.stdout);
+    env.rcl(&["rm", &t]).assert_ok();
+}
+
+#[test]
+fn down_with_volumes_removes_the_named_volumes() {
+    need!();
+    let env = Env::new("vol");
+    let (w, r) = (env.name("writer"), env.name("reader"));
+    let vol = format!("{}-data", env.tag);
+    let spec = env.write_spec(
+        "vol.toml",
+        &format!(
+            "[containers.{w}]\nrootfs.{l}\nprocess.command = \"echo shared > /data/f\"\n\
+             mounts = [{{ type = \"volume\", source = \"{vol}\", target = \"/data\" }}]\n\
+             [containers.{r}]\nrootfs.{l}\n\
+             process.command = \"cat /data/f; while true; do sleep 1; done\"\n\
+             mounts = [{{ type = \"volume\", source = \"{vol}\", target = \"/data\" }}]\n\
+             depends_on = {{ {w} = \"completed\" }}\n",
+            l = layers()
+        ),
+    );
+    let s = spec.to_str().unwrap();
+    env.rcl(&["up", s]).assert_ok();
+    env.wait_for("the reader's output", |e| {
+        e.rcl(&["logs", &r]).stdout == "shared\n"
+    });
+    let ps = env.rcl(&["ps"]);
+    let row = ps.stdout.lines().find(|l| l.starts_with(&w)).unwrap();
+    assert!(row.contains("exited (0)"), "{row}");
+    let vdir = rcl::paths::volume_dir(&vol);
+    assert!(vdir.join("f").exists());
+    env.rcl(&["down", s]).assert_ok();
+    assert!(vdir.exists(), "plain down keeps volumes");
+    env.rcl(&["up", s]).assert_ok();
+    let out = env.rcl(&["down", "--volumes", s]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains(&format!("volume {vol}: removed")),
+        "{out:?}"
+    );
+    assert!(!vdir.exists());
+    assert!(env.ps().is_empty());
+}
