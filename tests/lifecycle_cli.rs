@@ -254,6 +254,18 @@ retries = 2
     env.rcl(&["commit", "--tar", &web, tarball.to_str().unwrap()])
         .assert_ok();
     assert!(std::fs::metadata(&tarball).unwrap().len() > 0);
+    // A later spec can use the committed layer over the original ones: rcl-fs reads it,
+    // whiteouts included.
+    let reuse = env.write_spec(
+        "reuse.toml",
+        &format!(
+            "name = \"{web}-reuse\"\n[rootfs]\nlayers = [{:?}, {{ host = [\"/bin/sh\", \"/bin/rm\", \"/usr/bin/test\"] }}]\n\
+             [process]\ncommand = \"test -e /made && ! test -e /usr/bin/rm && ! test -e /bin/rm && echo reused\"\n",
+            layer.display().to_string()
+        ),
+    );
+    let run = env.rcl(&["run", reuse.to_str().unwrap()]);
+    assert_eq!(run.stdout, "reused\n", "{run:?}");
     let again = env.rcl(&["commit", &web, layer.to_str().unwrap()]);
     assert!(!again.success() && again.stderr.contains("already exists"));
 
@@ -577,5 +589,40 @@ fn down_with_volumes_removes_the_named_volumes() {
         "{out:?}"
     );
     assert!(!vdir.exists());
+    assert!(env.ps().is_empty());
+}
+
+#[test]
+fn depends_on_healthy_waits_for_the_healthcheck() {
+    need!();
+    let env = Env::new("healthy");
+    let (db, app) = (env.name("db"), env.name("app"));
+    let spec = env.write_spec(
+        "h.toml",
+        &format!(
+            "[containers.{db}]\nrootfs.{l}\n\
+             process.command = \"sleep 1; touch /tmp-ready; while true; do sleep 1; done\"\n\
+             [containers.{db}.healthcheck]\ncommand = \"test -e /tmp-ready\"\ninterval = \"100ms\"\n\
+             retries = 100\n\
+             [containers.{app}]\nrootfs.{l}\nprocess.command = \"while true; do sleep 1; done\"\n\
+             depends_on = {{ {db} = \"healthy\" }}\n",
+            l = layers()
+        ),
+    );
+    let t0 = Instant::now();
+    let out = env.rcl(&["up", spec.to_str().unwrap()]);
+    out.assert_ok();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "up waited for health"
+    );
+    // app was started only after db was healthy.
+    let db_rec = env.record(&db);
+    let app_rec = env.record(&app);
+    assert_eq!(db_rec["health"], "healthy");
+    assert!(
+        app_rec["started_ms"].as_u64().unwrap() >= db_rec["started_ms"].as_u64().unwrap() + 1000
+    );
+    env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
     assert!(env.ps().is_empty());
 }

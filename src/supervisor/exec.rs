@@ -179,6 +179,9 @@ pub fn exec(init_pid: i32, cgroup: Option<&str>, spec: &Spec, command: &[String]
         }
         ForkResult::Child => {
             let code = (|| -> Result<i32> {
+                // A killed `rcl exec` takes its command along (the grandchild below too).
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .context("prctl(PR_SET_PDEATHSIG)")?;
                 if let Some(cg) = &cg {
                     cg.add_pid(std::process::id() as i32)
                         .context("joining the container's cgroup")?;
@@ -194,6 +197,7 @@ pub fn exec(init_pid: i32, cgroup: Option<&str>, spec: &Spec, command: &[String]
                 match unsafe { nix::unistd::fork() }.context("fork")? {
                     ForkResult::Parent { child } => Ok(code_of(waitpid(child, None)?)),
                     ForkResult::Child => {
+                        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                         let e = exec_inside(spec, &sec, command).unwrap_err();
                         eprintln!("rcl: error: {e:#}");
                         let msg = format!("{e:#}");
