@@ -202,7 +202,11 @@ fn up(path: &Path) -> Result<i32> {
             }
             Ok(false) => println!("{name}: up to date"),
             Err(e) => {
-                // Leave nothing half-started: stop what this `up` started.
+                // Leave nothing half-started: stop the failed one (its supervisor may be
+                // backing off to retry) and what this `up` started.
+                if store.load(&name)?.is_some() {
+                    let _ = stop(&store, &name);
+                }
                 for n in started.iter().rev() {
                     let _ = stop(&store, n);
                 }
@@ -294,19 +298,30 @@ fn spawn_supervisor(store: &Store, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the supervisor reports the container running (or failed).
+/// How long after its start a command that cannot be executed is still reported by `up`
+/// (the runtime learns of an exec failure just after starting the container).
+const EXEC_GRACE: Duration = Duration::from_millis(300);
+
+/// Waits until the supervisor reports the container running (or failed: it could not be
+/// created, or its command could not be executed).
 fn wait_started(store: &Store, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut running_since: Option<Instant> = None;
     loop {
         let rec = store.get(name)?;
-        match rec.status {
-            Status::Running | Status::Restarting => return Ok(()),
-            Status::Exited if rec.finished_ms.is_some() || rec.error.is_some() => {
-                if let Some(e) = rec.error {
-                    bail!("{e}");
-                }
-                return Ok(());
+        if rec.status != Status::Running {
+            if let Some(e) = rec.error {
+                bail!("{e}");
             }
+        }
+        match rec.status {
+            Status::Running | Status::Restarting => {
+                let since = *running_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= EXEC_GRACE {
+                    return Ok(());
+                }
+            }
+            Status::Exited if rec.finished_ms.is_some() => return Ok(()),
             _ => {}
         }
         if rec.supervisor.is_some() && !rec.supervisor_alive() {
@@ -468,7 +483,10 @@ fn down(path: &Path, volumes: bool) -> Result<i32> {
     let project = load_project(path);
     let source = match &project {
         Ok(p) => p.source.clone(),
-        Err(_) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+        // The spec may be gone (or broken): its records still name it by absolute path.
+        Err(_) => std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.to_path_buf()),
     };
     let mut recs: Vec<Record> = store
         .list()?

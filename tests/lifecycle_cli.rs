@@ -626,3 +626,29 @@ fn depends_on_healthy_waits_for_the_healthcheck() {
     env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
     assert!(env.ps().is_empty());
 }
+
+#[test]
+fn up_reports_a_command_that_cannot_run_and_leaves_it_stopped() {
+    need!();
+    let env = Env::new("noexec");
+    let bad = env.name("bad");
+    let spec = env.write_spec(
+        "bad.toml",
+        &format!(
+            "name = \"{bad}\"\n[rootfs]\n{}\n[process]\ncommand = [\"/no/such/program\"]\n\
+             [lifecycle]\nrestart = \"always\"\n",
+            layers()
+        ),
+    );
+    let out = env.rcl(&["up", spec.to_str().unwrap()]);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("container {bad}")) && out.stderr.contains("/no/such/program"),
+        "{out:?}"
+    );
+    let r = env.record(&bad);
+    assert_eq!(r["status"], "exited");
+    assert!(r["supervisor"].is_null(), "{r}");
+    assert!(env.rcl(&["logs", &bad]).stderr.contains("/no/such/program"));
+    env.rcl(&["rm", &bad]).assert_ok();
+}

@@ -22,7 +22,7 @@ pub struct ContainerWorkload {
     pub opts: RunOptions,
 }
 
-struct ContainerRun(Container);
+struct ContainerRun(Container, Option<String>);
 
 impl Running for ContainerRun {
     fn wait_fd(&self) -> BorrowedFd<'_> {
@@ -39,7 +39,17 @@ impl Running for ContainerRun {
         }
     }
     fn try_wait(&mut self) -> Result<Option<i32>> {
-        Ok(self.0.try_wait()?.map(|e| e.code))
+        Ok(self.0.try_wait()?.map(|e| {
+            if let Some(msg) = &e.exec_error {
+                // Into the container's log too (fd 2 is the log pipe).
+                eprintln!("rcl: error: {msg}");
+            }
+            self.1 = e.exec_error;
+            e.code
+        }))
+    }
+    fn failure(&self) -> Option<String> {
+        self.1.clone()
     }
     fn id(&self) -> Option<String> {
         Some(self.0.id().to_string())
@@ -56,7 +66,7 @@ impl Workload for ContainerWorkload {
             .with_context(|| format!("creating container {}", self.spec.name))?;
         c.start()
             .with_context(|| format!("starting container {}", self.spec.name))?;
-        Ok(Box::new(ContainerRun(c)))
+        Ok(Box::new(ContainerRun(c, None)))
     }
 }
 

@@ -46,6 +46,10 @@ pub trait Running {
     fn id(&self) -> Option<String> {
         None
     }
+    /// Why its command could not be executed, once it has exited for that reason.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Something the supervisor can start (again and again).
@@ -240,8 +244,9 @@ impl ProbeRun {
 
 /// Looks after the container `settings.name` until it is stopped (its `stop` fd becomes
 /// readable) or its restart policy says it stays down; returns the last exit status. The
-/// record must exist in `store`. A failure to start counts as exit status 127 (and is written
-/// to the record's `error`).
+/// record must exist in `store`. A failure to start counts as exit status 127; it and a
+/// command that could not be executed are written to the record's `error` (which is cleared
+/// when a run starts).
 pub fn supervise(
     store: &Store,
     settings: &Settings,
@@ -286,7 +291,7 @@ pub fn supervise(
                     &mut err,
                     &mut log,
                 )?;
-                (code, None)
+                (code, run.failure())
             }
             Err(e) => (127, Some(format!("{e:#}"))),
         };
