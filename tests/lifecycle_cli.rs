@@ -350,7 +350,12 @@ fn restart_policy_with_real_containers() {
     assert_eq!(r["exit_code"], 3);
     let l = env.rcl(&["logs", &job]);
     assert_eq!(l.stdout, "run\nrun\nrun\n");
-    env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
+    // down still finds the spec's containers once the spec file is gone.
+    std::fs::remove_file(&spec).unwrap();
+    let out = env.rcl(&["down", spec.to_str().unwrap()]);
+    out.assert_ok();
+    assert!(out.stdout.contains(&format!("{job}: removed")), "{out:?}");
+    assert!(env.ps().is_empty());
 }
 
 #[test]
