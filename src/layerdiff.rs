@@ -110,6 +110,43 @@ fn is_opaque(dir: &Path) -> bool {
         || dir.join(WH_OPAQUE).symlink_metadata().is_ok()
 }
 
+/// The value of the overlay xattr `what` in either namespace (`trusted.` or `user.`).
+fn ovl_xattr(path: &Path, what: &str) -> Option<Vec<u8>> {
+    ["trusted", "user"].iter().find_map(|ns| {
+        xattr::get(path, format!("{ns}.overlay.{what}"))
+            .ok()
+            .flatten()
+    })
+}
+
+/// A lower path as written in a redirect xattr: absolute from the layer root, or relative to
+/// the parent of `rel`.
+fn lower_rel(value: &[u8], rel: &Path) -> PathBuf {
+    let v = Path::new(OsStr::from_bytes(value));
+    match v.strip_prefix("/") {
+        Ok(abs) => abs.to_path_buf(),
+        Err(_) => rel.parent().unwrap_or(Path::new("")).join(v),
+    }
+}
+
+/// Where a directory's lower content comes from when it was renamed (`overlay.redirect`).
+fn redirect_of(dir: &Path, rel: &Path) -> Option<PathBuf> {
+    ovl_xattr(dir, "redirect").map(|v| lower_rel(&v, rel))
+}
+
+/// For a metacopy upper file (metadata copied up, data still in a lower), the lower file
+/// holding its data.
+fn metacopy_data(file: &Path, rel: &Path, lowers: &Lowers) -> Option<PathBuf> {
+    ovl_xattr(file, "metacopy")?;
+    let from = ["trusted", "user"]
+        .iter()
+        .find_map(|ns| xattr::get(file, format!("{ns}.rclfs.lower")).ok().flatten())
+        .or_else(|| ovl_xattr(file, "redirect"))
+        .map(|v| lower_rel(&v, rel))
+        .unwrap_or_else(|| rel.to_path_buf());
+    lowers.lookup(&from).map(|(p, _)| p)
+}
+
 /// Sorted entries of a directory.
 fn read_sorted(dir: &Path) -> Result<Vec<(OsString, fs::Metadata)>, LayerError> {
     let mut v = Vec::new();
@@ -152,9 +189,9 @@ struct Lowers<'a> {
 }
 
 impl Lowers<'_> {
-    /// Metadata of the merged lower view at `rel`, or `None` when absent (whiteouts and opaque
-    /// directories of the lowers honoured).
-    fn lookup(&self, rel: &Path) -> Option<fs::Metadata> {
+    /// Where the merged lower view has `rel` (the topmost layer's entry) and its metadata, or
+    /// `None` when absent (whiteouts and opaque directories of the lowers honoured).
+    fn lookup(&self, rel: &Path) -> Option<(PathBuf, fs::Metadata)> {
         'layers: for layer in self.layers {
             // Walk down the components: a whiteout hides the rest; an opaque ancestor stops the
             // search at this layer.
@@ -171,7 +208,7 @@ impl Lowers<'_> {
                     Ok(m) if is_whiteout_meta(&m) => return None,
                     Ok(m) => {
                         if i + 1 == comps.len() {
-                            return Some(m);
+                            return Some((cur, m));
                         }
                         if !m.is_dir() {
                             return None;
@@ -242,14 +279,32 @@ fn wh_name(name: &OsStr) -> OsString {
 pub fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>, LayerError> {
     let lowers = Lowers { layers: lowers };
     let mut out = Vec::new();
-    diff_dir(upper, Path::new(""), &lowers, &mut out)?;
+    diff_dir(upper, Path::new(""), None, &lowers, &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
+/// Every path of the merged lower tree at `lower` as `Added` under `rel` (a renamed
+/// directory's content, new at its new place).
+fn diff_added_tree(lower: &Path, rel: &Path, lowers: &Lowers, out: &mut Vec<Change>) {
+    for n in lowers.list(lower) {
+        let (l, r) = (lower.join(&n), rel.join(&n));
+        let is_dir = lowers.lookup(&l).is_some_and(|(_, m)| m.is_dir());
+        out.push(Change {
+            path: r.clone(),
+            kind: ChangeKind::Added,
+        });
+        if is_dir {
+            diff_added_tree(&l, &r, lowers, out);
+        }
+    }
+}
+
+/// `lower_src`: inside a renamed directory, where this directory's lower content comes from.
 fn diff_dir(
     upper: &Path,
     rel: &Path,
+    lower_src: Option<&Path>,
     lowers: &Lowers,
     out: &mut Vec<Change>,
 ) -> Result<(), LayerError> {
@@ -271,11 +326,18 @@ fn diff_dir(
             }
             Entry::Real(n, meta) => {
                 let p = rel.join(&n);
-                present.push(n);
+                present.push(n.clone());
                 let lower = lowers.lookup(&p);
                 if meta.is_dir() {
+                    let src = upper.join(&p);
+                    let child_src = if is_opaque(&src) {
+                        None
+                    } else {
+                        redirect_of(&src, &p).or_else(|| lower_src.map(|l| l.join(&n)))
+                    };
+                    let renamed = child_src.as_ref().is_some_and(|c| c != &p);
                     match lower {
-                        Some(l) if l.is_dir() => {}
+                        Some((_, l)) if l.is_dir() && !renamed => {}
                         Some(_) => out.push(Change {
                             path: p.clone(),
                             kind: ChangeKind::Changed,
@@ -285,7 +347,7 @@ fn diff_dir(
                             kind: ChangeKind::Added,
                         }),
                     }
-                    diff_dir(upper, &p, lowers, out)?;
+                    diff_dir(upper, &p, child_src.as_deref(), lowers, out)?;
                 } else {
                     out.push(Change {
                         path: p,
@@ -299,12 +361,30 @@ fn diff_dir(
             }
         }
     }
-    // An opaque directory hides everything of the lowers it does not itself hold.
-    if !rel.as_os_str().is_empty() && is_opaque(&dir) {
-        if let Some(l) = lowers.lookup(rel) {
+    // A renamed directory brings its old content along: new at this path.
+    let renamed = lower_src.filter(|l| *l != rel);
+    if let Some(src) = renamed {
+        for n in lowers.list(src) {
+            if !present.contains(&n) {
+                let (l, r) = (src.join(&n), rel.join(&n));
+                out.push(Change {
+                    path: r.clone(),
+                    kind: ChangeKind::Added,
+                });
+                if lowers.lookup(&l).is_some_and(|(_, m)| m.is_dir()) {
+                    diff_added_tree(&l, &r, lowers, out);
+                }
+            }
+        }
+    }
+    // An opaque (or renamed) directory hides everything of the lowers at its own path that it
+    // does not itself hold.
+    if !rel.as_os_str().is_empty() && (is_opaque(&dir) || renamed.is_some()) {
+        if let Some((_, l)) = lowers.lookup(rel) {
             if l.is_dir() {
                 for n in lowers.list(rel) {
-                    if !present.contains(&n) {
+                    let moved_here = renamed.is_some_and(|src| lowers.list(src).contains(&n));
+                    if !present.contains(&n) && !moved_here {
                         out.push(Change {
                             path: rel.join(n),
                             kind: ChangeKind::Deleted,
@@ -345,7 +425,10 @@ enum Node<'a> {
     },
     Other {
         rel: &'a Path,
+        /// Where metadata and xattrs come from.
         src: &'a Path,
+        /// Where the data comes from (a lower file for a metacopy upper).
+        data: &'a Path,
         meta: &'a fs::Metadata,
     },
     /// End of a directory (post-order, to restore its times).
@@ -355,42 +438,99 @@ enum Node<'a> {
     },
 }
 
+/// Visits the upper layer in pre-order. A renamed directory (`overlay.redirect`) cannot stay a
+/// redirect in a layer that may sit over other lowers: it is written opaque, with its lower
+/// content (`lower_src`) copied in. Metacopy files get their data from the lower.
 fn walk(
     upper: &Path,
     rel: &Path,
+    lower_src: Option<&Path>,
+    lowers: &Lowers,
     f: &mut dyn FnMut(Node) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
     let dir = upper.join(rel);
+    let mut present: Vec<OsString> = Vec::new();
     for (name, meta) in read_sorted(&dir)? {
         match classify(name, meta) {
             Entry::OpaqueMarker => {}
-            Entry::Whiteout(n) => f(Node::Whiteout { rel: &rel.join(n) })?,
+            Entry::Whiteout(n) => {
+                f(Node::Whiteout { rel: &rel.join(&n) })?;
+                present.push(n);
+            }
             Entry::Real(n, meta) => {
                 let r = rel.join(&n);
                 let src = upper.join(&r);
                 if meta.is_dir() {
+                    let opaque = is_opaque(&src);
+                    let redirect = redirect_of(&src, &r);
+                    let child_src = if opaque {
+                        None
+                    } else {
+                        redirect.clone().or_else(|| lower_src.map(|l| l.join(&n)))
+                    };
                     f(Node::Dir {
                         rel: &r,
                         src: &src,
                         meta: &meta,
-                        opaque: is_opaque(&src),
+                        opaque: opaque || redirect.is_some(),
                     })?;
-                    walk(upper, &r, f)?;
+                    walk(upper, &r, child_src.as_deref(), lowers, f)?;
                     f(Node::DirEnd {
                         rel: &r,
                         meta: &meta,
                     })?;
                 } else {
+                    let data = metacopy_data(&src, &r, lowers).unwrap_or_else(|| src.clone());
                     f(Node::Other {
                         rel: &r,
                         src: &src,
+                        data: &data,
                         meta: &meta,
                     })?;
                 }
+                present.push(n);
+            }
+        }
+    }
+    if let Some(ls) = lower_src {
+        for n in lowers.list(ls) {
+            if !present.contains(&n) {
+                walk_lower(&ls.join(&n), &rel.join(&n), lowers, f)?;
             }
         }
     }
     Ok(())
+}
+
+/// Visits the merged lower tree at `lower` as if it were upper content at `rel`.
+fn walk_lower(
+    lower: &Path,
+    rel: &Path,
+    lowers: &Lowers,
+    f: &mut dyn FnMut(Node) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
+    let Some((src, meta)) = lowers.lookup(lower) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        f(Node::Dir {
+            rel,
+            src: &src,
+            meta: &meta,
+            opaque: false,
+        })?;
+        for n in lowers.list(lower) {
+            walk_lower(&lower.join(&n), &rel.join(&n), lowers, f)?;
+        }
+        f(Node::DirEnd { rel, meta: &meta })
+    } else {
+        f(Node::Other {
+            rel,
+            src: &src,
+            data: &src,
+            meta: &meta,
+        })
+    }
 }
 
 /// Public xattrs of `path` (private union-filesystem ones left out).
@@ -453,16 +593,18 @@ fn temp_sibling(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// Writes the upper layer `upper` as a new layer directory `out` (which must not exist), in
-/// kernel overlayfs format (see the module docs). Modes, owners (when permitted), times,
+/// Writes the upper layer `upper` (over `lowers`, top first) as a new layer directory `out`
+/// (which must not exist), in kernel overlayfs format (see the module docs); the result is
+/// meant to sit over the same lowers. Metacopy files get their data from the lowers, renamed
+/// directories are written whole and opaque. Modes, owners (when permitted), times,
 /// public xattrs, symlinks, hard links, devices and fifos are kept. On error nothing is left.
-pub fn commit_dir(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> {
+pub fn commit_dir(upper: &Path, lowers: &[PathBuf], out: &Path) -> Result<CommitStats, LayerError> {
     if out.symlink_metadata().is_ok() {
         return Err(LayerError::Exists(out.to_path_buf()));
     }
     let tmp = temp_sibling(out);
     let _ = fs::remove_dir_all(&tmp);
-    let res = commit_dir_into(upper, &tmp).and_then(|s| {
+    let res = commit_dir_into(upper, &Lowers { layers: lowers }, &tmp).and_then(|s| {
         fs::rename(&tmp, out)
             .map_err(io_err("renaming into", out))
             .map(|_| s)
@@ -473,7 +615,7 @@ pub fn commit_dir(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> {
     res
 }
 
-fn commit_dir_into(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> {
+fn commit_dir_into(upper: &Path, lowers: &Lowers, out: &Path) -> Result<CommitStats, LayerError> {
     let root_meta = upper.metadata().map_err(io_err("stat", upper))?;
     fs::create_dir(out).map_err(io_err("creating", out))?;
     let root = nix::unistd::geteuid().is_root();
@@ -484,7 +626,7 @@ fn commit_dir_into(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> 
     };
     let mut stats = CommitStats::default();
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    walk(upper, Path::new(""), &mut |node| {
+    walk(upper, Path::new(""), None, lowers, &mut |node| {
         match node {
             Node::Dir {
                 rel,
@@ -513,7 +655,12 @@ fn commit_dir_into(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> 
                 .map_err(|e| io_err("creating whiteout", &dst)(e.into()))?;
                 stats.whiteouts += 1;
             }
-            Node::Other { rel, src, meta } => {
+            Node::Other {
+                rel,
+                src,
+                data,
+                meta,
+            } => {
                 let dst = out.join(rel);
                 if meta.nlink() > 1 {
                     if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
@@ -528,7 +675,7 @@ fn commit_dir_into(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> 
                     let target = fs::read_link(src).map_err(io_err("reading link", src))?;
                     std::os::unix::fs::symlink(&target, &dst).map_err(io_err("creating", &dst))?;
                 } else if ft.is_file() {
-                    fs::copy(src, &dst).map_err(io_err("copying to", &dst))?;
+                    fs::copy(data, &dst).map_err(io_err("copying to", &dst))?;
                 } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
                     nix::sys::stat::mknod(
                         &dst,
@@ -551,11 +698,12 @@ fn commit_dir_into(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> 
     Ok(stats)
 }
 
-/// Writes the upper layer `upper` as an OCI-style tarball `out` (which must not exist):
+/// Writes the upper layer `upper` (over `lowers`, as for [`commit_dir`]) as an OCI-style
+/// tarball `out` (which must not exist):
 /// whiteouts become empty `.wh.NAME` files, opaque directories get a `.wh..wh..opq` entry,
 /// public xattrs go into PAX `SCHILY.xattr.` records, hard links become link entries. On error
 /// nothing is left.
-pub fn commit_tar(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> {
+pub fn commit_tar(upper: &Path, lowers: &[PathBuf], out: &Path) -> Result<CommitStats, LayerError> {
     if out.symlink_metadata().is_ok() {
         return Err(LayerError::Exists(out.to_path_buf()));
     }
@@ -563,7 +711,7 @@ pub fn commit_tar(upper: &Path, out: &Path) -> Result<CommitStats, LayerError> {
     let res = (|| {
         let file = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
         let mut b = tar::Builder::new(io::BufWriter::new(file));
-        let stats = commit_tar_into(upper, &mut b)?;
+        let stats = commit_tar_into(upper, &Lowers { layers: lowers }, &mut b)?;
         let w = b.into_inner().map_err(io_err("writing", &tmp))?;
         let f = w
             .into_inner()
@@ -591,6 +739,7 @@ fn tar_header(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
 
 fn commit_tar_into<W: io::Write>(
     upper: &Path,
+    lowers: &Lowers,
     b: &mut tar::Builder<W>,
 ) -> Result<CommitStats, LayerError> {
     let mut stats = CommitStats::default();
@@ -607,7 +756,7 @@ fn commit_tar_into<W: io::Write>(
         b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(io_err("writing tar entry for", rel))
     };
-    walk(upper, Path::new(""), &mut |node| {
+    walk(upper, Path::new(""), None, lowers, &mut |node| {
         match node {
             Node::Dir {
                 rel,
@@ -641,7 +790,12 @@ fn commit_tar_into<W: io::Write>(
                     .map_err(io_err("writing tar entry for", &p))?;
                 stats.whiteouts += 1;
             }
-            Node::Other { rel, src, meta } => {
+            Node::Other {
+                rel,
+                src,
+                data,
+                meta,
+            } => {
                 if meta.nlink() > 1 {
                     if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
                         let mut h = tar_header(meta, tar::EntryType::Link);
@@ -661,7 +815,7 @@ fn commit_tar_into<W: io::Write>(
                         .map_err(io_err("writing tar entry for", rel))?;
                 } else if ft.is_file() {
                     pax(b, src, rel)?;
-                    let f = fs::File::open(src).map_err(io_err("opening", src))?;
+                    let f = fs::File::open(data).map_err(io_err("opening", data))?;
                     let mut h = tar_header(meta, tar::EntryType::Regular);
                     h.set_size(meta.len());
                     b.append_data(&mut h, rel, f)

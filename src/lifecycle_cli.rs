@@ -760,9 +760,9 @@ fn commit(name: &str, out: &Path, tar: bool) -> Result<i32> {
         _ => None,
     };
     let res = if tar {
-        crate::layerdiff::commit_tar(&upper, out)
+        crate::layerdiff::commit_tar(&upper, &rec.lowers, out)
     } else {
-        crate::layerdiff::commit_dir(&upper, out)
+        crate::layerdiff::commit_dir(&upper, &rec.lowers, out)
     };
     if let Some(cg) = frozen {
         let _ = cg.thaw();

@@ -141,7 +141,7 @@ fn committed_dir_mounts_as_a_lowerdir_and_shows_the_changes() {
     }
     let fx = fixture();
     let out = fx.root.join("layer");
-    let stats = layerdiff::commit_dir(&fx.upper, &out).unwrap();
+    let stats = layerdiff::commit_dir(&fx.upper, std::slice::from_ref(&fx.lower), &out).unwrap();
     assert_eq!(stats.whiteouts, 1, "{stats:?}");
     assert_eq!(stats.opaque, 1, "{stats:?}");
     assert_eq!(stats.hardlinks, 1, "{stats:?}");
@@ -214,7 +214,7 @@ fn committed_tar_uses_wh_files_and_round_trips() {
     }
     let fx = fixture();
     let tarball = fx.root.join("layer.tar");
-    layerdiff::commit_tar(&fx.upper, &tarball).unwrap();
+    layerdiff::commit_tar(&fx.upper, std::slice::from_ref(&fx.lower), &tarball).unwrap();
 
     let mut names = Vec::new();
     let mut ar = tar::Archive::new(fs::File::open(&tarball).unwrap());
@@ -274,12 +274,14 @@ fn commit_refuses_an_existing_output_and_names_a_missing_upper() {
     fs::write(upper.join("x"), "x").unwrap();
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
-    let err = layerdiff::commit_dir(&upper, &out).unwrap_err().to_string();
+    let err = layerdiff::commit_dir(&upper, &[], &out)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("already exists") && err.contains("out"),
         "{err}"
     );
-    let err = layerdiff::commit_tar(&upper, &upper.join("x"))
+    let err = layerdiff::commit_tar(&upper, &[], &upper.join("x"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("already exists"), "{err}");
@@ -287,7 +289,7 @@ fn commit_refuses_an_existing_output_and_names_a_missing_upper() {
     let missing = dir.path().join("nope");
     let err = layerdiff::diff(&missing, &[]).unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
-    let err = layerdiff::commit_dir(&missing, &dir.path().join("o2"))
+    let err = layerdiff::commit_dir(&missing, &[], &dir.path().join("o2"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("nope"), "{err}");
@@ -317,4 +319,151 @@ fn diff_reads_oci_whiteouts_without_root() {
         .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
         .collect();
     assert_eq!(got, ["A dir/new", "D dir/old", "D gone", "C keep"]);
+}
+
+/// An upper made by kernel overlayfs with metacopy (chmod copies up metadata only) and
+/// redirect_dir (a renamed lower directory keeps pointing at its old content).
+fn metacopy_fixture() -> Option<Fixture> {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let root = dir.path().to_path_buf();
+    let lower = root.join("lower");
+    let upper = root.join("upper");
+    let work = root.join("work");
+    let merged = root.join("merged");
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir_all(d).unwrap();
+    }
+    write(&lower.join("big/data"), "payload");
+    write(&lower.join("olddir/f1"), "one");
+    write(&lower.join("olddir/sub/f2"), "two");
+    write(&lower.join("stay"), "stay");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},metacopy=on,redirect_dir=on",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    if nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .is_err()
+    {
+        return None;
+    }
+    let guard = MountGuard::new(&merged);
+    let script = format!(
+        "set -e; cd {}; chmod 600 big/data; mv olddir newdir; echo new > newdir/added",
+        merged.display()
+    );
+    testkit::sh(&script, Duration::from_secs(20)).assert_ok();
+    drop(guard);
+    Some(Fixture {
+        _dir: dir,
+        root,
+        lower,
+        upper,
+    })
+}
+
+#[test]
+fn metacopy_files_and_renamed_dirs_are_committed_whole() {
+    if let Some(why) = overlay_unavailable() {
+        testkit::skip!("{why}");
+    }
+    let Some(fx) = metacopy_fixture() else {
+        testkit::skip!("kernel overlayfs refused metacopy=on,redirect_dir=on");
+    };
+    // The upper really holds a metadata-only copy and a redirect.
+    assert!(
+        xattr::get(fx.upper.join("big/data"), "trusted.overlay.metacopy")
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        xattr::get(fx.upper.join("newdir"), "trusted.overlay.redirect")
+            .unwrap()
+            .is_some()
+    );
+    let lowers = std::slice::from_ref(&fx.lower);
+    let got: Vec<String> = layerdiff::diff(&fx.upper, lowers)
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "C big/data",
+            "A newdir",
+            "A newdir/added",
+            "A newdir/f1",
+            "A newdir/sub",
+            "A newdir/sub/f2",
+            "D olddir"
+        ]
+    );
+
+    let out = fx.root.join("layer");
+    layerdiff::commit_dir(&fx.upper, lowers, &out).unwrap();
+    assert_eq!(fs::read_to_string(out.join("big/data")).unwrap(), "payload");
+    assert_eq!(
+        fs::read_to_string(out.join("newdir/sub/f2")).unwrap(),
+        "two"
+    );
+    for p in [out.join("big/data"), out.join("newdir")] {
+        for name in xattr::list(&p).unwrap() {
+            let n = name.to_string_lossy();
+            assert!(
+                !n.contains("metacopy") && !n.contains("redirect"),
+                "{n} on {}",
+                p.display()
+            );
+        }
+    }
+    let merged = fx.root.join("merged2");
+    fs::create_dir(&merged).unwrap();
+    let _g = mount_overlay(
+        &format!("lowerdir={}:{}", out.display(), fx.lower.display()),
+        &merged,
+    );
+    assert_eq!(
+        fs::read_to_string(merged.join("big/data")).unwrap(),
+        "payload"
+    );
+    assert_eq!(
+        fs::metadata(merged.join("big/data"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(!merged.join("olddir").exists());
+    assert_eq!(fs::read_to_string(merged.join("newdir/f1")).unwrap(), "one");
+    assert_eq!(
+        fs::read_to_string(merged.join("newdir/added")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(fs::read_to_string(merged.join("stay")).unwrap(), "stay");
+
+    let tarball = fx.root.join("layer.tar");
+    layerdiff::commit_tar(&fx.upper, lowers, &tarball).unwrap();
+    let unpacked = fx.root.join("unpacked");
+    tar::Archive::new(fs::File::open(&tarball).unwrap())
+        .unpack(&unpacked)
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(unpacked.join("big/data")).unwrap(),
+        "payload"
+    );
+    assert_eq!(
+        fs::read_to_string(unpacked.join("newdir/sub/f2")).unwrap(),
+        "two"
+    );
+    assert!(unpacked.join(".wh.olddir").exists());
+    assert!(unpacked.join("newdir/.wh..wh..opq").exists());
 }
