@@ -657,3 +657,58 @@ fn up_reports_a_command_that_cannot_run_and_leaves_it_stopped() {
     assert!(env.rcl(&["logs", &bad]).stderr.contains("/no/such/program"));
     env.rcl(&["rm", &bad]).assert_ok();
 }
+
+#[test]
+fn commit_of_an_rcl_fs_upper_with_metacopy_and_a_renamed_dir() {
+    need!();
+    let env = Env::new("rclfs");
+    let job = env.name("job");
+    let data = env.path("datalayer");
+    std::fs::create_dir_all(data.join("data/a")).unwrap();
+    std::fs::create_dir_all(data.join("data/b")).unwrap();
+    std::fs::write(data.join("data/a/file"), "payload").unwrap();
+    std::fs::write(data.join("data/b/x"), "bx").unwrap();
+    let host = r#"{ host = ["/bin/sh", "/bin/cat", "/bin/chmod", "/bin/mv", "/usr/bin/test"] }"#;
+    let spec = env.write_spec(
+        "job.toml",
+        &format!(
+            "name = \"{job}\"\n[rootfs]\nlayers = [{:?}, {host}]\n[process]\n\
+             command = \"chmod 600 /data/a/file && mv /data/b /data/c\"\n",
+            data.display().to_string()
+        ),
+    );
+    env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
+    env.wait_for("the job to finish", |e| e.record(&job)["status"] == "exited");
+    assert_eq!(env.record(&job)["exit_code"], 0, "{:?}", env.rcl(&["logs", &job]));
+    let d = env.rcl(&["diff", &job]);
+    d.assert_ok();
+    let lines: Vec<&str> = d
+        .stdout
+        .lines()
+        .filter(|l| l.contains("/data"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "C /data/a/file",
+            "D /data/b",
+            "A /data/c",
+            "A /data/c/x"
+        ],
+        "{d:?}"
+    );
+    let layer = env.path("committed");
+    env.rcl(&["commit", &job, layer.to_str().unwrap()]).assert_ok();
+    let check = env.write_spec(
+        "check.toml",
+        &format!(
+            "name = \"{job}-check\"\n[rootfs]\nlayers = [{:?}, {:?}, {host}]\n[process]\n\
+             command = \"cat /data/a/file /data/c/x; test -e /data/b || echo ' no-b'\"\n",
+            layer.display().to_string(),
+            data.display().to_string()
+        ),
+    );
+    let run = env.rcl(&["run", check.to_str().unwrap()]);
+    assert_eq!(run.stdout, "payloadbx no-b\n", "{run:?}");
+    env.rcl(&["rm", &job]).assert_ok();
+}
