@@ -263,13 +263,13 @@ fn up_one(store: &Store, project: &Project, c: &spec::Container) -> Result<bool>
         store.save(&rec)?;
     }
     std::fs::create_dir_all(store.data_dir(name))?;
-    spawn_supervisor(store, name)?;
-    wait_started(store, name)?;
+    let mut child = spawn_supervisor(store, name)?;
+    wait_started(store, name, &mut child)?;
     wait_ready(store, project, c)?;
     Ok(true)
 }
 
-fn spawn_supervisor(store: &Store, name: &str) -> Result<()> {
+fn spawn_supervisor(store: &Store, name: &str) -> Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("finding the rcl binary")?;
     let log_path = store.data_dir(name).join("supervisor.log");
@@ -292,10 +292,9 @@ fn spawn_supervisor(store: &Store, name: &str) -> Result<()> {
             Ok(())
         });
     }
-    let child = cmd.spawn().context("starting the supervisor")?;
-    // Not waited for: `rcl up` exits soon and the supervisor is then adopted by init.
-    drop(child);
-    Ok(())
+    // Waited for only while `up` watches it start: `rcl up` exits soon and the supervisor is
+    // then adopted by init.
+    cmd.spawn().context("starting the supervisor")
 }
 
 /// How long after its start a command that cannot be executed is still reported by `up`
@@ -304,7 +303,7 @@ const EXEC_GRACE: Duration = Duration::from_millis(300);
 
 /// Waits until the supervisor reports the container running (or failed: it could not be
 /// created, or its command could not be executed).
-fn wait_started(store: &Store, name: &str) -> Result<()> {
+fn wait_started(store: &Store, name: &str, child: &mut std::process::Child) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut running_since: Option<Instant> = None;
     loop {
@@ -324,7 +323,16 @@ fn wait_started(store: &Store, name: &str) -> Result<()> {
             Status::Exited if rec.finished_ms.is_some() => return Ok(()),
             _ => {}
         }
-        if rec.supervisor.is_some() && !rec.supervisor_alive() {
+        let exited = child.try_wait().ok().flatten().is_some();
+        if (rec.supervisor.is_some() && !rec.supervisor_alive()) || exited {
+            // It may have finished its work in the meantime (a quick job): look again.
+            let rec = store.get(name)?;
+            if let Some(e) = rec.error {
+                bail!("{e}");
+            }
+            if rec.status == Status::Exited && rec.finished_ms.is_some() {
+                return Ok(());
+            }
             let log = store.data_dir(name).join("supervisor.log");
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let last = tail.lines().last().unwrap_or("").to_string();

@@ -678,27 +678,26 @@ fn commit_of_an_rcl_fs_upper_with_metacopy_and_a_renamed_dir() {
         ),
     );
     env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
-    env.wait_for("the job to finish", |e| e.record(&job)["status"] == "exited");
-    assert_eq!(env.record(&job)["exit_code"], 0, "{:?}", env.rcl(&["logs", &job]));
+    env.wait_for("the job to finish", |e| {
+        e.record(&job)["status"] == "exited"
+    });
+    assert_eq!(
+        env.record(&job)["exit_code"],
+        0,
+        "{:?}",
+        env.rcl(&["logs", &job])
+    );
     let d = env.rcl(&["diff", &job]);
     d.assert_ok();
-    let lines: Vec<&str> = d
-        .stdout
-        .lines()
-        .filter(|l| l.contains("/data"))
-        .collect();
+    let lines: Vec<&str> = d.stdout.lines().filter(|l| l.contains("/data")).collect();
     assert_eq!(
         lines,
-        [
-            "C /data/a/file",
-            "D /data/b",
-            "A /data/c",
-            "A /data/c/x"
-        ],
+        ["C /data/a/file", "D /data/b", "A /data/c", "A /data/c/x"],
         "{d:?}"
     );
     let layer = env.path("committed");
-    env.rcl(&["commit", &job, layer.to_str().unwrap()]).assert_ok();
+    env.rcl(&["commit", &job, layer.to_str().unwrap()])
+        .assert_ok();
     let check = env.write_spec(
         "check.toml",
         &format!(
@@ -711,4 +710,31 @@ fn commit_of_an_rcl_fs_upper_with_metacopy_and_a_renamed_dir() {
     let run = env.rcl(&["run", check.to_str().unwrap()]);
     assert_eq!(run.stdout, "payloadbx no-b\n", "{run:?}");
     env.rcl(&["rm", &job]).assert_ok();
+}
+
+#[test]
+fn a_supervisor_that_cannot_work_is_reported_by_up() {
+    need!();
+    let env = Env::new("nolog");
+    let c = env.name("c");
+    let spec = env.write_spec(
+        "c.toml",
+        &format!(
+            "name = \"{c}\"\n[rootfs]\n{}\n[process]\ncommand = \"sleep 100\"\n",
+            layers()
+        ),
+    );
+    // The log directory cannot be made: a file stands in its way.
+    let data = env.path("data").join(&c);
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("logs"), "in the way").unwrap();
+    let out = env.rcl(&["up", spec.to_str().unwrap()]);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("container {c}")) && out.stderr.contains("log"),
+        "{out:?}"
+    );
+    let r = env.record(&c);
+    assert_eq!(r["status"], "exited");
+    assert!(r["supervisor"].is_null());
 }
