@@ -292,13 +292,14 @@ fn crash_loops_back_off_and_a_crash_never_takes_the_supervisor_down() {
         settings("crashy", RestartPolicy::Always),
         sh("kill -SEGV $$"),
     );
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(800));
     request_stop(&mut h);
     assert_eq!(t.join().unwrap().unwrap(), 128 + libc::SIGSEGV);
     let r = h.store.get("crashy").unwrap();
-    // Delays 10, 20, 40, 80, 80, ... ms: a handful of restarts in 600 ms, not hundreds.
+    // Delays 10, 20, 40, 80, 80, ... ms: a handful of restarts in 800 ms (about 11), not
+    // hundreds (a slow machine may manage fewer).
     assert!(
-        (3..=15).contains(&r.restart_count),
+        (2..=16).contains(&r.restart_count),
         "restarts: {}",
         r.restart_count
     );
