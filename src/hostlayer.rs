@@ -48,6 +48,7 @@ pub fn build(programs: &[PathBuf], cache_root: &Path) -> Result<PathBuf> {
     }
     fs::create_dir_all(cache_root)
         .with_context(|| format!("cannot create the layer cache {}", cache_root.display()))?;
+    sweep_stale(cache_root);
     let tmp = tempfile::Builder::new()
         .prefix(".building-")
         .tempdir_in(cache_root)
@@ -131,6 +132,28 @@ fn publish(tmp: tempfile::TempDir, dest: &Path) -> Result<()> {
         }
         Err(_) if dest.is_dir() => Ok(()), // TempDir's drop removes our copy.
         Err(e) => Err(e).with_context(|| format!("cannot move the layer to {}", dest.display())),
+    }
+}
+
+/// Removes temporary layers that a crashed build left behind (older than an hour, so a build
+/// still running elsewhere is never touched). Best effort.
+fn sweep_stale(cache_root: &Path) {
+    let Ok(entries) = fs::read_dir(cache_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(".building-") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 3600);
+        if old {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -264,7 +287,7 @@ fn closure(programs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let cache = LdCache::load();
     let mut out: BTreeSet<PathBuf> = BTreeSet::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut work: Vec<(PathBuf, Vec<String>)> =
+    let mut work: Vec<(PathBuf, Vec<PathBuf>)> =
         programs.iter().map(|p| (p.clone(), Vec::new())).collect();
     while let Some((path, inherited_rpath)) = work.pop() {
         let real =
@@ -306,14 +329,16 @@ fn closure(programs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 })
                 .collect()
         };
-        // DT_RPATH applies (with the loaders' RPATHs) only when there is no DT_RUNPATH.
-        let mut rpath_chain = inherited_rpath.clone();
+        // DT_RPATH applies only when there is no DT_RUNPATH: the object's own first, then
+        // its loaders' (each expanded with its own $ORIGIN), up to the executable.
+        let mut rpath_chain = Vec::new();
         if elf.runpath.is_empty() {
-            rpath_chain.extend(elf.rpath.iter().cloned());
+            rpath_chain.extend(expand(&elf.rpath));
         }
+        rpath_chain.extend(inherited_rpath.iter().cloned());
         let mut dirs: Vec<PathBuf> = Vec::new();
         if elf.runpath.is_empty() {
-            dirs.extend(expand(&rpath_chain));
+            dirs.extend(rpath_chain.iter().cloned());
         }
         dirs.extend(expand(&elf.runpath));
         for lib in &elf.needed {

@@ -78,6 +78,7 @@ fn main() -> ExitCode {
                 interactive,
                 require_limits,
                 userns,
+                terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),
             };
             match rcl::runtime::run(&spec, &opts) {
                 Ok(exit) => {

@@ -284,3 +284,165 @@ fn skeleton_has_users_and_mountpoints() {
     }
     assert_eq!(hostlayer::skeleton(cache.path()).unwrap(), s);
 }
+
+/// Compiles a program that loads its own library through `$ORIGIN/../lib` (as DT_RUNPATH or
+/// DT_RPATH), with a versioned symlink chain, then checks the layer runs it.
+fn origin_case(new_dtags: bool) {
+    let cc = ["cc", "gcc", "clang"]
+        .into_iter()
+        .find(|c| run_timeout(Command::new(c).arg("--version"), T).success());
+    let Some(cc) = cc else {
+        skip!("no C compiler to build the $ORIGIN test program");
+    };
+    let src = testkit::shared_tempdir();
+    let app = src.path().join("app");
+    std::fs::create_dir_all(app.join("bin")).unwrap();
+    std::fs::create_dir_all(app.join("lib")).unwrap();
+    std::fs::write(
+        src.path().join("greet.c"),
+        "#include <stdio.h>\nvoid greet(void) { puts(\"greetings from libgreet\"); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.path().join("main.c"),
+        "void greet(void);\nint main(void) { greet(); return 0; }\n",
+    )
+    .unwrap();
+    let sh = |script: String| {
+        let out = run_timeout(
+            Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(src.path()),
+            T,
+        );
+        out.assert_ok();
+    };
+    let dtags = if new_dtags {
+        "--enable-new-dtags"
+    } else {
+        "--disable-new-dtags"
+    };
+    sh(format!(
+        "{cc} -shared -fPIC -Wl,-soname,libgreet.so.1 -o app/lib/libgreet.so.1.0 greet.c && \
+         ln -s libgreet.so.1.0 app/lib/libgreet.so.1 && ln -s libgreet.so.1 app/lib/libgreet.so && \
+         {cc} -o app/bin/greet main.c -Lapp/lib -lgreet -Wl,{dtags} -Wl,-rpath,'$ORIGIN/../lib'"
+    ));
+    let dynamic = run_timeout(
+        Command::new("readelf").arg("-d").arg(app.join("bin/greet")),
+        T,
+    );
+    if dynamic.success() {
+        let tag = if new_dtags { "RUNPATH" } else { "(RPATH)" };
+        assert!(dynamic.stdout.contains(tag), "{}", dynamic.stdout);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let layer = hostlayer::build(&[app.join("bin/greet")], cache.path()).unwrap();
+    let inside = |p: &Path| layer.join(p.strip_prefix("/").unwrap());
+    let link = inside(&app.join("lib/libgreet.so.1"));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        PathBuf::from("libgreet.so.1.0")
+    );
+    assert!(inside(&app.join("lib/libgreet.so.1.0")).is_file());
+    assert!(
+        std::fs::symlink_metadata(inside(&app.join("lib/libgreet.so"))).is_err(),
+        "only what the loader opens is copied"
+    );
+    if !testkit::is_root() {
+        skip!("chroot needs root");
+    }
+    // The loader finds the main program's $ORIGIN through /proc/self/exe, so mount a proc (in
+    // a private mount namespace: it vanishes with the process) as a container would have.
+    let out = run_timeout(
+        Command::new("unshare")
+            .args(["--pid", "--fork"])
+            .arg(format!("--mount-proc={}", layer.join("proc").display()))
+            .arg("chroot")
+            .arg(&layer)
+            .arg(app.join("bin/greet")),
+        T,
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "greetings from libgreet\n");
+}
+
+#[test]
+fn origin_runpath_and_soname_symlinks() {
+    origin_case(true);
+}
+
+#[test]
+fn origin_rpath() {
+    origin_case(false);
+}
+
+#[test]
+fn stale_temporary_layers_are_swept() {
+    let cache = tempfile::tempdir().unwrap();
+    let stale = cache.path().join(".building-crashed");
+    let fresh = cache.path().join(".building-running");
+    std::fs::create_dir_all(stale.join("usr")).unwrap();
+    std::fs::create_dir_all(&fresh).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    hostlayer::build(&programs(&["/bin/sh"]), cache.path()).unwrap();
+    assert!(!stale.exists(), "a crashed build's leftovers stay");
+    assert!(fresh.exists(), "a build in progress was removed");
+}
+
+/// Run as the unprivileged test user by `rootless_users_can_build_layers`; does nothing when
+/// started any other way.
+#[test]
+#[ignore = "started as the test user by rootless_users_can_build_layers"]
+fn rootless_child() {
+    let Some(cache) = std::env::var_os("RCL_TEST_LAYER_CACHE") else {
+        return;
+    };
+    let layer = hostlayer::build(&programs(&["/bin/sh", "/usr/bin/env"]), Path::new(&cache))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("LAYER={}", layer.display());
+}
+
+#[test]
+fn rootless_users_can_build_layers() {
+    if !testkit::is_root() {
+        skip!("needs root to switch to the test user");
+    }
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => skip!("no test user: {why}"),
+    };
+    let dir = testkit::shared_tempdir();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
+    let out = run_timeout(
+        testkit::as_test_user(std::env::current_exe().unwrap())
+            .args(["--exact", "rootless_child", "--ignored", "--nocapture"])
+            .env("RCL_TEST_LAYER_CACHE", &cache),
+        T,
+    );
+    out.assert_ok();
+    let layer = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LAYER="))
+        .unwrap_or_else(|| panic!("no layer printed: {out:?}"));
+    let layer = PathBuf::from(layer);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&layer).unwrap().uid(), uid);
+    let sh = resolve_in(&layer, Path::new("/bin/sh")).expect("/bin/sh in the layer");
+    assert_eq!(std::fs::metadata(&sh).unwrap().uid(), uid);
+    let out = run_timeout(
+        Command::new("chroot")
+            .arg(&layer)
+            .args(["/bin/sh", "-c", "echo rootless ok"]),
+        T,
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "rootless ok\n");
+}

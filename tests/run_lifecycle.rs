@@ -30,6 +30,13 @@ fn exit_codes(who: As) {
         out.stderr.starts_with("rcl: error: exec /nope: ENOENT"),
         "{out:#?}"
     );
+    let spec = env.spec("true", "[lifecycle]\ninit = false\n");
+    let out = env.rcl(&["run", spec.to_str().unwrap(), "--", "/nope"]);
+    assert_eq!(out.code(), Some(127), "without init too: {out:#?}");
+    assert!(
+        out.stderr.starts_with("rcl: error: exec /nope: ENOENT"),
+        "{out:#?}"
+    );
     // `--` replaces the command.
     let out = env.rcl(&[
         "run",
@@ -191,4 +198,22 @@ fn check_and_cli() {
     let out = env.rcl(&["frobnicate"]);
     assert_eq!(out.code(), Some(2), "{out:#?}");
     env.assert_clean();
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn exit_codes_single_map() {
+    exit_codes(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn forwards_sigterm_single_map() {
+    forwards_sigterm(As::Unmapped);
+}
+
+/// Rootless without a /etc/subuid range: a single-id map.
+#[test]
+fn rcl_killed_single_map() {
+    rcl_killed(As::Unmapped);
 }

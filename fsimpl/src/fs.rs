@@ -78,7 +78,7 @@ impl UnionFs {
     fn entry(&self, node: &Arc<Node>, reply: ReplyEntry) {
         match self.attr(node) {
             Ok(a) => {
-                node.lookups.fetch_add(1, Ordering::AcqRel);
+                self.nodes.add_lookup(node);
                 reply.entry(&TTL, &a, Generation(0));
             }
             Err(err) => reply.error(e(err)),
@@ -114,11 +114,25 @@ impl UnionFs {
                 },
             )?;
         }
-        let fd = {
+        let (data, lower) = {
             let st = node.st.read();
-            st.data_fd().ok_or_else(|| eno(libc::ESTALE))?
+            let d = st.data().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            (d, st.upper.is_none() || st.metacopy)
         };
-        let f = sys::reopen(fd, flags & !(libc::O_NOFOLLOW))?;
+        let mut flags = flags & !libc::O_NOFOLLOW;
+        if self.writeback.load(Ordering::Relaxed) {
+            // The kernel's page cache may read around partial writes and tracks the append
+            // offset itself.
+            if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            flags &= !libc::O_APPEND;
+        }
+        let f = if lower {
+            data.open_noatime(flags)?
+        } else {
+            data.open(flags)?
+        };
         Ok(Handle {
             fd: f,
             node: node.clone(),
@@ -145,6 +159,9 @@ impl UnionFs {
             let mut b = h.node.backing.lock();
             match &b.id {
                 Some((id, up)) if *up == from_upper => backing = Some(id.clone()),
+                // A read-only open may share a lower backing still in use (it reads what the
+                // handles opened before the copy-up read), never a write.
+                Some((id, false)) if !writing => backing = Some(id.clone()),
                 Some(_) => {
                     // The kernel allows one backing file per inode: a handle on the lower
                     // copy is still open while this one needs the upper copy.
@@ -172,6 +189,7 @@ impl UnionFs {
         if backing.is_none() && !writing {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
+        h.node.opens.fetch_add(1, Ordering::AcqRel);
         self.handles.write().insert(fh, Arc::new(h));
         Ok((fh, flags, backing))
     }
@@ -209,7 +227,8 @@ impl UnionFs {
                 st.name.clone(),
             )
         };
-        let raw = up.as_raw_fd();
+        let upfd = up.fd()?;
+        let raw = upfd.as_raw_fd();
         if uid.is_some() || gid.is_some() {
             let u = uid
                 .map(|u| self.host_uid(u))
@@ -286,7 +305,9 @@ impl UnionFs {
             let off = i as u64 + 1;
             if i < 2 {
                 let eino = if i == 0 { ino } else { st.parent };
-                let n = self.nodes.get(eino);
+                // The kernel ignores `.` and `..` of readdirplus for lookups; when the parent
+                // node is not in the table, the directory's own attributes do.
+                let n = self.nodes.get(eino).or_else(|| Some(node.clone()));
                 if add(eino, off, FileType::Directory, name, n.as_ref()) {
                     break;
                 }
@@ -314,6 +335,16 @@ impl UnionFs {
     }
 }
 
+/// True when this process runs in the initial user namespace (identity uid map).
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f == ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
+}
+
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let want = InitFlags::FUSE_DO_READDIRPLUS
@@ -331,7 +362,11 @@ impl Filesystem for UnionFs {
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_time_granularity(Duration::from_nanos(1));
         let mut pt = false;
+        // open_backing needs CAP_SYS_ADMIN in the initial user namespace: do not ask for
+        // passthrough where it cannot work, so that the writeback cache can be had instead.
+        let may_pt = nix::unistd::geteuid().is_root() && in_initial_userns();
         if self.cfg.passthrough != crate::Passthrough::Off
+            && may_pt
             && have.contains(InitFlags::FUSE_PASSTHROUGH)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
@@ -341,6 +376,15 @@ impl Filesystem for UnionFs {
         self.passthrough.store(pt, Ordering::Relaxed);
         if self.cfg.passthrough == crate::Passthrough::On && !pt {
             return Err(io::Error::other("FUSE passthrough is not available"));
+        }
+        if !pt
+            && self.upper.is_some()
+            && have.contains(InitFlags::FUSE_WRITEBACK_CACHE)
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok()
+        {
+            self.writeback.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -434,8 +478,12 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.node(ino.0).and_then(|n| {
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
-            sys::readlink_fd(fd)
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            sys::readlink_fd(meta.fd()?.as_raw_fd())
         });
         match r {
             Ok(t) => reply.data(t.as_bytes()),
@@ -669,7 +717,9 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.handles.write().remove(&fh.0) {
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            h.node.opens.fetch_sub(1, Ordering::AcqRel);
             if h.passthrough {
                 let mut b = h.node.backing.lock();
                 b.users = b.users.saturating_sub(1);
@@ -766,8 +816,13 @@ impl Filesystem for UnionFs {
                 };
                 let dot = name == "." || name == "..";
                 let full = reply.add(INodeNo(eino), off, name, &TTL, &a, Generation(0));
-                if !full && !dot {
-                    n.lookups.fetch_add(1, Ordering::AcqRel);
+                if !dot {
+                    if full {
+                        // Not sent: drop the node again unless the kernel holds it already.
+                        self.nodes.remove_if_unused(n.ino);
+                    } else {
+                        self.nodes.add_lookup(n);
+                    }
                 }
                 full
             },
@@ -800,7 +855,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let r = self.node(ino.0).and_then(|n| {
-            if let Some(u) = n.st.read().upper.clone() {
+            if let Some(u) = n.st.read().upper_dir().cloned() {
                 sys::fsync(u.as_raw_fd(), datasync)?;
             }
             Ok(())
@@ -861,7 +916,7 @@ impl Filesystem for UnionFs {
             };
             self.copy_up(&n, mode)?;
             let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
-            sys::setxattr_fd(up.as_raw_fd(), &c, value, flags)
+            sys::setxattr_fd(up.fd()?.as_raw_fd(), &c, value, flags)
         })();
         match r {
             Ok(()) => reply.ok(),
@@ -876,7 +931,13 @@ impl Filesystem for UnionFs {
                 return Err(eno(libc::ENODATA));
             }
             let n = self.node(ino.0)?;
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
             sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
         })();
         match r {
@@ -888,7 +949,13 @@ impl Filesystem for UnionFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> io::Result<Vec<u8>> {
             let n = self.node(ino.0)?;
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
             let mut out = Vec::new();
             for name in sys::listxattr_fd(fd)? {
                 if xattr::hidden(&name, self.cfg.noacl) {
@@ -915,7 +982,13 @@ impl Filesystem for UnionFs {
             }
             let n = self.node(ino.0)?;
             {
-                let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+                let meta =
+                    n.st.read()
+                        .meta()
+                        .cloned()
+                        .ok_or_else(|| eno(libc::ESTALE))?;
+                let fd = meta.fd()?;
+                let fd = fd.as_raw_fd();
                 if sys::getxattr_fd(fd, &c)?.is_none() {
                     return Err(eno(libc::ENODATA));
                 }
@@ -927,7 +1000,7 @@ impl Filesystem for UnionFs {
             };
             self.copy_up(&n, mode)?;
             let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
-            sys::removexattr_fd(up.as_raw_fd(), &c)
+            sys::removexattr_fd(up.fd()?.as_raw_fd(), &c)
         })();
         match r {
             Ok(()) => reply.ok(),
@@ -970,7 +1043,7 @@ impl Filesystem for UnionFs {
             Ok((n, h)) => match self.attr(&n) {
                 Ok(a) => match self.finish_open(h, true, |fd| reply.open_backing(fd)) {
                     Ok((fh, fl, id)) => {
-                        n.lookups.fetch_add(1, Ordering::AcqRel);
+                        self.nodes.add_lookup(&n);
                         let fh = FileHandle(fh);
                         match id {
                             Some(id) => {

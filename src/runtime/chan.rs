@@ -1,8 +1,9 @@
 //! A tiny line protocol over a Unix socket pair, for the stage handshakes between rcl, the
 //! holder and the container init. Every message is one line: a word and an optional argument.
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ pub struct Chan {
     sock: UnixStream,
     buf: Vec<u8>,
     eof: bool,
+    fds: VecDeque<OwnedFd>,
 }
 
 /// A message: a word and the rest of the line.
@@ -47,6 +49,7 @@ impl Chan {
             sock,
             buf: Vec::new(),
             eof: false,
+            fds: VecDeque::new(),
         }
     }
 
@@ -54,6 +57,25 @@ impl Chan {
     pub fn send(&mut self, word: &str, arg: &str) -> io::Result<()> {
         let line = format!("{word} {}\n", arg.replace('\n', " "));
         self.sock.write_all(line.as_bytes())
+    }
+
+    /// Sends one message carrying a file descriptor (SCM_RIGHTS).
+    pub fn send_fd(&mut self, word: &str, arg: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let line = format!("{word} {}\n", arg.replace('\n', " "));
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(line.as_bytes())];
+        let n = sendmsg::<()>(self.sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+        if n < line.len() {
+            self.sock.write_all(&line.as_bytes()[n..])?;
+        }
+        Ok(())
+    }
+
+    /// Takes the oldest descriptor received with a message.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fds.pop_front()
     }
 
     /// Takes one complete buffered message, if any.
@@ -70,20 +92,37 @@ impl Chan {
 
     /// Reads once from the socket into the buffer (blocking unless data is known to be ready).
     fn fill(&mut self) -> io::Result<()> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut tmp = [0u8; 4096];
         loop {
-            match self.sock.read(&mut tmp) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(());
+            let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+            let mut iov = [IoSliceMut::new(&mut tmp)];
+            let r = recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let msg = match r {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let n = msg.bytes;
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for fd in fds {
+                        // SAFETY: the kernel just installed this descriptor for us.
+                        self.fds.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
                 }
-                Ok(n) => {
-                    self.buf.extend_from_slice(&tmp[..n]);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
             }
+            if n == 0 {
+                self.eof = true;
+            } else {
+                self.buf.extend_from_slice(&tmp[..n]);
+            }
+            return Ok(());
         }
     }
 

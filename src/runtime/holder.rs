@@ -197,6 +197,11 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
             for m in msgs {
                 if m.word == "err" || m.word == "exec" {
                     failure = Some((m.word, m.arg));
+                } else if m.word == "pty" {
+                    // The container's terminal: pass it on to rcl.
+                    if let Some(fd) = to_init.take_fd() {
+                        rcl.send_fd("pty", "", fd.as_fd())?;
+                    }
                 }
             }
         }

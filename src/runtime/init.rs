@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -140,6 +140,7 @@ fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
     SigSet::all()
         .thread_unblock()
         .context("unblocking signals")?;
+    sys::reset_signal_dispositions();
     let ns = &plan.namespaces;
     let mut flags = CloneFlags::CLONE_NEWNS;
     if ns.uts == NsMode::New {
@@ -190,14 +191,36 @@ fn setup(plan: &Plan, chan: &mut Chan) -> Result<Infallible> {
     }
     std::env::set_current_dir(workdir)
         .with_context(|| format!("changing to the working directory {}", workdir.display()))?;
-    sys::umask(0o022);
+    sys::umask(plan.process.umask);
 
     let cmd = Command::new(&plan.process.args, &env)?;
-    if plan.init {
-        run_init(plan, chan, &cmd, &id)
+    let tty = if plan.terminal {
+        Some(open_terminal(chan, &id)?)
     } else {
-        Err(cmd.exec(plan, &id))
+        None
+    };
+    if plan.init {
+        run_init(plan, chan, &cmd, &id, tty)
+    } else {
+        // Reported like the init's child reports it: status 127 and the reason.
+        let e = cmd.exec(plan, &id, tty.as_ref().map(|t| t.as_raw_fd()));
+        let _ = chan.send("exec", &format!("{e:#}"));
+        sys::exit_now(127)
     }
+}
+
+/// True when id `n` is inside the current user namespace's map (`uid_map` or `gid_map`).
+fn is_mapped(n: u32, map: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/{map}")) else {
+        return true;
+    };
+    text.lines().any(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        f.len() == 3 && (n as u64) >= f[0] && (n as u64) < f[0] + f[2]
+    })
 }
 
 /// A command ready to exec: program resolved in the container's PATH.
@@ -241,16 +264,82 @@ impl Command {
     }
 
     /// Becomes the user, applies the security settings and execs; returns only on failure.
-    fn exec(&self, plan: &Plan, id: &Ident) -> anyhow::Error {
+    fn exec(&self, plan: &Plan, id: &Ident, tty: Option<RawFd>) -> anyhow::Error {
+        if let Some(tty) = tty {
+            // A session of its own with the terminal as controlling terminal and stdio.
+            let _ = nix::unistd::setsid();
+            for fd in 0..3 {
+                if let Err(e) = sys::dup2_raw(tty, fd) {
+                    return anyhow::Error::new(e).context("attaching the terminal");
+                }
+            }
+            // The original descriptor is close-on-exec.
+            if let Err(e) = sys::set_controlling_tty(0) {
+                return anyhow::Error::new(e).context("TIOCSCTTY");
+            }
+        }
+        for (what, n, map) in [("uid", id.uid, "uid_map"), ("gid", id.gid, "gid_map")] {
+            if !is_mapped(n, map) {
+                return anyhow::anyhow!(
+                    "{what} {n} does not exist in this user namespace: rootless rcl maps only \
+                     your own id unless /etc/subuid and /etc/subgid give you a range (e.g. \
+                     `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`) \
+                     and newuidmap/newgidmap are installed (package uidmap)"
+                );
+            }
+        }
         if let Err(e) = security_glue::apply(&plan.security, id.uid, id.gid, &id.groups) {
             return e.context("applying the security settings");
         }
+        // Descriptors rcl's caller left open do not reach the command.
+        sys::cloexec_from(3);
         let err = nix::unistd::execve(&self.path, &self.argv, &self.envp).unwrap_err();
         anyhow::Error::new(err).context(format!("exec {}", self.display))
     }
 }
 
-fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<Infallible> {
+/// Makes a terminal in the container's own /dev/pts, sends its master side to rcl (through
+/// the holder) and returns the slave side, owned by the command's user.
+fn open_terminal(chan: &mut Chan, id: &Ident) -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .context("opening /dev/ptmx")?;
+    nix::pty::grantpt(&master).context("grantpt")?;
+    nix::pty::unlockpt(&master).context("unlockpt")?;
+    let name = nix::pty::ptsname_r(&master).context("ptsname")?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("opening {name}"))?;
+    // As Docker does with a terminal: /dev/console is that terminal.
+    if std::fs::File::create("/dev/console").is_ok() {
+        let _ = nix::mount::mount(
+            Some(name.as_str()),
+            "/dev/console",
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        );
+    }
+    let _ = nix::unistd::fchown(
+        &slave,
+        Some(nix::unistd::Uid::from_raw(id.uid)),
+        Some(nix::unistd::Gid::from_raw(id.gid)),
+    );
+    chan.send_fd("pty", "", master.as_fd())
+        .context("handing the terminal to rcl")?;
+    Ok(slave)
+}
+
+fn run_init(
+    plan: &Plan,
+    chan: &mut Chan,
+    cmd: &Command,
+    id: &Ident,
+    tty: Option<OwnedFd>,
+) -> Result<Infallible> {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -261,19 +350,21 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
     let child = match sys::fork().context("forking the command")? {
         None => {
             let _ = mask.thread_unblock();
-            let _ = nix::unistd::setsid();
-            if plan.pass_stdin && sys::isatty(0) {
-                let _ = sys::set_controlling_tty(0);
+            if tty.is_none() {
+                // Out of rcl's process group: terminal signals go through rcl and init.
+                let _ = nix::unistd::setsid();
             }
-            let e = cmd.exec(plan, id);
+            let e = cmd.exec(plan, id, tty.as_ref().map(|t| t.as_raw_fd()));
             let _ = chan.send("exec", &format!("{e:#}"));
             sys::exit_now(127)
         }
         Some(pid) => pid,
     };
     // The command's copy of the channel reports an exec failure; ours is no longer needed
-    // (this process only ever leaves through exit_now, so the Chan is never dropped).
+    // (this process only ever leaves through exit_now, so the Chan is never dropped). Nor is
+    // the terminal: the command holds it.
     sys::close_raw(chan_fd(chan));
+    drop(tty);
     loop {
         let sig = mask.wait().context("waiting for signals in init")?;
         if sig != Signal::SIGCHLD {
@@ -295,7 +386,6 @@ fn run_init(plan: &Plan, chan: &mut Chan, cmd: &Command, id: &Ident) -> Result<I
     }
 }
 
-fn chan_fd(chan: &Chan) -> std::os::fd::RawFd {
-    use std::os::fd::AsFd;
+fn chan_fd(chan: &Chan) -> RawFd {
     chan.as_fd().as_raw_fd()
 }

@@ -17,13 +17,13 @@ mod chan;
 mod holder;
 mod idmap;
 mod init;
-pub mod mounts;
+mod mounts;
 mod security_glue;
 mod server;
 mod sys;
 
 use std::fs;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ use chan::Chan;
 pub use idmap::IdMap;
 pub use init::FORWARDED;
 use mounts::RootfsPlan;
+pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 
 /// Options of `rcl run` that are not part of the spec.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +53,9 @@ pub struct RunOptions {
     pub require_limits: bool,
     /// Use a user namespace even when running as root (always used when rootless).
     pub userns: bool,
+    /// Give the container a terminal of its own (a pseudo-terminal relayed to rcl's stdin and
+    /// stdout, whose size follows rcl's terminal). `rcl run` sets it when stdin is a terminal.
+    pub terminal: bool,
 }
 
 /// How a container ended.
@@ -81,6 +85,8 @@ pub(crate) struct Plan {
     process: Process,
     init: bool,
     pass_stdin: bool,
+    /// Give the command a terminal made in the container's /dev/pts.
+    terminal: bool,
     security: security_glue::Prepared,
 }
 
@@ -91,6 +97,7 @@ pub struct Container {
     plan: Plan,
     holder: Option<Pid>,
     chan: Chan,
+    pty_master: Option<OwnedFd>,
     init_pid: Pid,
     cgroup: Option<Cgroup>,
     exit: Option<Exit>,
@@ -181,6 +188,7 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
             fresh_proc: spec.namespaces.pid == NsMode::New,
             fresh_sys: spec.namespaces.network == NsMode::New,
             own_ipc: spec.namespaces.ipc == NsMode::New,
+            own_cgroupns: spec.namespaces.cgroup == NsMode::New,
             mounts,
             etc_files,
         },
@@ -193,7 +201,8 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
         process,
         init: spec.lifecycle.init,
         pass_stdin: opts.interactive || sys::isatty(0),
-        security: security_glue::prepare(&spec.security)?,
+        terminal: opts.terminal,
+        security: security_glue::prepare(&spec.security, &spec.process.rlimits)?,
     })
 }
 
@@ -202,6 +211,16 @@ fn build_plan(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Plan> {
 fn prepare_dirs(plan: &Plan) -> Result<()> {
     let parent = plan.state.parent().context("state dir has no parent")?;
     mkdir_all(parent)?;
+    // A shared fallback location (/tmp) must really be ours.
+    let meta =
+        fs::symlink_metadata(parent).with_context(|| format!("inspecting {}", parent.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me || !meta.is_dir() {
+        bail!(
+            "the state directory {} is not a directory owned by uid {me}",
+            parent.display()
+        );
+    }
     fs::create_dir(&plan.state).with_context(|| {
         format!(
             "creating the state directory {} (is a container with this id running?)",
@@ -284,7 +303,7 @@ impl Container {
         let mut cg_copy = cgroup;
         let holder = match sys::fork().context("forking the holder") {
             Ok(None) => {
-                sys::close_raw(std::os::fd::AsRawFd::as_raw_fd(&chan.as_fd()));
+                sys::close_raw(chan.as_fd().as_raw_fd());
                 holder::holder_main(&plan, &mut holder_end, &mut cg_copy)
             }
             Ok(Some(pid)) => pid,
@@ -302,6 +321,7 @@ impl Container {
             plan,
             holder: Some(holder),
             chan,
+            pty_master: None,
             init_pid: Pid::from_raw(0),
             cgroup: cg_copy,
             exit: None,
@@ -322,7 +342,9 @@ impl Container {
     }
 
     fn handshake(&mut self) -> Result<()> {
-        let limit = Duration::from_secs(60);
+        // Longer than the holder's own limit on the filesystem server (60 s), so that the
+        // holder's clearer error arrives first.
+        let limit = Duration::from_secs(90);
         loop {
             let m = self
                 .chan
@@ -390,6 +412,14 @@ impl Container {
         self.chan.send("kill", "").context("killing the container")
     }
 
+    /// Takes the terminal's master side once the container has made it
+    /// ([`RunOptions::terminal`]; it arrives shortly after [`Container::start`], through
+    /// [`Container::try_wait`]): what the container writes can be read there, and what is
+    /// written there is its input.
+    pub fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.pty_master.take()
+    }
+
     /// The configured stop signal and timeout (`[lifecycle]`).
     pub fn stop_policy(&self) -> (i32, Duration) {
         (self.stop_signal, self.stop_timeout)
@@ -415,6 +445,7 @@ impl Container {
                     });
                 }
                 "exec" => self.exec_error = Some(m.arg),
+                "pty" => self.pty_master = self.chan.take_fd(),
                 "err" => self.error = Some(m.arg),
                 _ => {}
             }
@@ -477,10 +508,66 @@ impl Drop for Container {
     }
 }
 
+/// Puts rcl's terminal in raw mode while the container owns a terminal; restores it on drop.
+struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    fn enter() -> RawMode {
+        let stdin = std::io::stdin();
+        let Ok(saved) = nix::sys::termios::tcgetattr(&stdin) else {
+            return RawMode { saved: None };
+        };
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// Copies what is readable on `from` to `to`; false at end of file or on error.
+fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(from, &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let mut off = 0;
+            while off < n {
+                match nix::unistd::write(to, &buf[off..n]) {
+                    Ok(w) => off += w,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        let mut fds = [PollFd::new(to, PollFlags::POLLOUT)];
+                        let _ = poll(&mut fds, PollTimeout::from(100u8));
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        }
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
 /// Runs the container described by `spec` in the foreground and returns its exit status
 /// (128+N when killed by signal N). Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
 /// SIGUSR2 and SIGWINCH; a Ctrl-C (SIGINT) stops the container with its stop signal, then
-/// SIGKILL after the stop timeout. Leaves nothing behind.
+/// SIGKILL after the stop timeout. With [`RunOptions::terminal`], relays the container's
+/// terminal to rcl's stdin and stdout (in raw mode). Leaves nothing behind.
 pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -492,10 +579,29 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
     let mut c = Container::create(spec, opts)?;
+    let _raw = opts.terminal.then(RawMode::enter);
+    let mut master_fd: Option<OwnedFd> = None;
     c.start()?;
     let (stop_signal, stop_timeout) = c.stop_policy();
     let mut kill_at: Option<Instant> = None;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut stdin_open = false;
+    let mut master_open = false;
     loop {
+        if master_fd.is_none() {
+            if let Some(m) = c.take_terminal() {
+                let fl = nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_GETFL).context("fcntl")?;
+                let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+                nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_SETFL(fl)).context("fcntl")?;
+                if let Some(ws) = sys::get_winsize(0) {
+                    sys::set_winsize(m.as_raw_fd(), &ws);
+                }
+                master_fd = Some(m);
+                master_open = true;
+                stdin_open = true;
+            }
+        }
         let timeout = match kill_at {
             None => PollTimeout::NONE,
             Some(t) => {
@@ -503,31 +609,70 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(c.as_fd(), PollFlags::POLLIN),
         ];
+        let master = master_fd.as_ref().map(|m| m.as_fd());
+        if let (true, Some(m)) = (master_open, master) {
+            fds.push(PollFd::new(m, PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("poll"),
         }
-        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let c_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
-        if sig_ready {
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut i = 2;
+        if let (true, Some(m)) = (master_open, master) {
+            if ready[i] {
+                master_open = pump(m, stdout.as_fd());
+            }
+            i += 1;
+        }
+        if stdin_open && ready[i] {
+            if let Some(m) = master {
+                stdin_open = pump(stdin.as_fd(), m);
+            }
+        }
+        if ready[0] {
             while let Ok(Some(info)) = sfd.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGINT as i32 {
                     if kill_at.is_none() {
                         kill_at = Some(Instant::now() + stop_timeout);
                         c.signal(stop_signal)?;
+                    } else {
+                        // A second Ctrl-C does not wait for the timeout.
+                        c.kill()?;
+                    }
+                } else if sig == Signal::SIGWINCH as i32 && master.is_some() {
+                    if let (Some(ws), Some(m)) = (sys::get_winsize(0), master) {
+                        sys::set_winsize(m.as_raw_fd(), &ws);
                     }
                 } else {
                     c.signal(sig)?;
                 }
             }
         }
-        if c_ready {
-            if let Some(exit) = c.try_wait()? {
+        if ready[1] {
+            let exit = c.try_wait()?;
+            if let Some(exit) = exit {
+                // Drain what the container wrote before it ended.
+                if let (true, Some(m)) = (master_open, master) {
+                    while pump(m, stdout.as_fd()) {
+                        let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
+                        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                }
                 return Ok(exit);
             }
         }

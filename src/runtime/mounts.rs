@@ -49,6 +49,8 @@ pub struct RootfsPlan {
     pub fresh_sys: bool,
     /// Own IPC namespace: mount a fresh mqueue.
     pub own_ipc: bool,
+    /// Own cgroup namespace: on a cgroup v2 host, mount its view at /sys/fs/cgroup.
+    pub own_cgroupns: bool,
     /// Extra mounts, with volume names already resolved to host directories.
     pub mounts: Vec<(Mount, Option<PathBuf>)>,
     /// Files to bind over /etc/hostname, /etc/hosts and /etc/resolv.conf (host paths).
@@ -130,6 +132,50 @@ fn remount_ro(p: &Path) -> Result<()> {
     mnt(None, p, None, flags, None).with_context(|| format!("making {} read-only", p.display()))
 }
 
+/// True when the host's /sys/fs/cgroup is a pure cgroup v2 mount.
+fn host_is_cgroup2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// Remounts the bind mount at `p` and every mount below it read-only.
+fn remount_ro_recursive(p: &Path) -> Result<()> {
+    remount_ro(p)?;
+    let info = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let prefix = format!("{}/", p.display());
+    for line in info.lines() {
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let mp = unescape(mp);
+        if mp.starts_with(&prefix) {
+            // Mounts the kernel refuses to change (locked, or already gone) are left as they are.
+            let _ = remount_ro(Path::new(&mp));
+        }
+    }
+    Ok(())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space...).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = digits.and_then(|t| u8::from_str_radix(t, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Builds the container's tree under `plan.root` (in the container's new mount namespace),
 /// then pivots into it.
 pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
@@ -175,6 +221,17 @@ pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
             None::<&str>,
         )
         .is_ok();
+    if fresh && plan.own_cgroupns && host_is_cgroup2() {
+        // The container's own view of the cgroup tree, read-only, as Docker gives it. Best
+        // effort: a kernel that refuses leaves /sys/fs/cgroup empty.
+        let _ = mount(
+            Some("cgroup2"),
+            &sys_dir.join("fs/cgroup"),
+            Some("cgroup2"),
+            nsd | MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+    }
     if !fresh {
         mnt(
             Some(Path::new("/sys")),
@@ -183,7 +240,7 @@ pub fn setup_rootfs(plan: &RootfsPlan) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
-        remount_ro(&sys_dir)?;
+        remount_ro_recursive(&sys_dir)?;
     }
 
     // /etc/hostname, /etc/hosts, /etc/resolv.conf: best effort (a read-only root without

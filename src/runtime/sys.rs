@@ -105,3 +105,70 @@ pub fn close_raw(fd: RawFd) {
         libc::close(fd);
     }
 }
+
+/// The window size of the terminal on `fd`, if it is one.
+pub fn get_winsize(fd: RawFd) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain old data; all-zero is valid.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into `ws`, which outlives the call; the result is checked.
+    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
+}
+
+/// Sets the window size of the terminal on `fd` (the kernel then signals SIGWINCH).
+pub fn set_winsize(fd: RawFd, ws: &libc::winsize) {
+    // SAFETY: TIOCSWINSZ reads `ws`, which outlives the call.
+    unsafe {
+        libc::ioctl(fd, libc::TIOCSWINSZ, ws);
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`, Linux 5.11+; older kernels keep them).
+pub fn cloexec_from(first: u32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Restores the default disposition of every signal (ignored signals would otherwise stay
+/// ignored across exec: Rust ignores SIGPIPE, and rcl's caller may ignore others). Uses the
+/// raw system call, since glibc refuses to touch the signals it reserves (32, 33).
+pub fn reset_signal_dispositions() {
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `dfl`, which outlives the call; SIG_DFL installs no
+        // handler, and an invalid number only fails with EINVAL.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}

@@ -97,3 +97,34 @@ impl Diagnostic {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_count_characters() {
+        let src = "a = 1\nnäme = \"x\"\n";
+        assert_eq!(line_col(src, 0), (1, 1));
+        assert_eq!(line_col(src, 6), (2, 1));
+        // The '=' on line 2 is its 6th character but 7th byte.
+        assert_eq!(line_col(src, src.rfind('=').unwrap()), (2, 6));
+    }
+
+    #[test]
+    fn carets_follow_tabs_and_cover_the_span() {
+        let src = "[x]\n\tkey = \"bad\"\n";
+        let start = src.find('"').unwrap();
+        let d = Diagnostic::new(
+            src,
+            Some(start..start + 5),
+            "nope".into(),
+            Some("hint".into()),
+        );
+        let text = d.render(Path::new("f.toml"), src);
+        assert_eq!(
+            text,
+            "f.toml:2:8: error: nope\n  |\n2 | \tkey = \"bad\"\n  | \t      ^^^^^\nhelp: hint"
+        );
+    }
+}

@@ -19,8 +19,24 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub enum As {
     /// root (no user namespace unless asked).
     Root,
-    /// The unprivileged test user (rootless).
+    /// The unprivileged test user (rootless, with a /etc/subuid range).
     User,
+    /// A uid with no passwd entry and no /etc/subuid range (rootless with a single-id map).
+    Unmapped,
+}
+
+/// The uid and gid of [`As::Unmapped`].
+pub const UNMAPPED: u32 = 54321;
+
+impl As {
+    /// The caller's (uid, gid), `None` for root.
+    pub fn ids(self) -> Option<(u32, u32)> {
+        match self {
+            As::Root => None,
+            As::User => Some(testkit::test_user().unwrap()),
+            As::Unmapped => Some((UNMAPPED, UNMAPPED)),
+        }
+    }
 }
 
 /// A test environment: a busybox rootfs (layers `base` and `app`), a home with XDG dirs for
@@ -49,7 +65,7 @@ pub fn unavailable(who: As) -> Option<String> {
     if busybox().is_none() {
         return Some("busybox-static is not installed (apt-get install busybox-static)".into());
     }
-    if who == As::User {
+    if who != As::Root {
         if let Err(e) = testkit::test_user() {
             return Some(e);
         }
@@ -129,16 +145,22 @@ impl Env {
         std::fs::create_dir_all(home.join("run")).unwrap();
         std::fs::create_dir_all(home.join("data")).unwrap();
         testkit::set_mode(&home.join("run"), 0o700);
-        if who == As::User {
+        if let Some((uid, gid)) = who.ids() {
             // A rootless user's layers are their own files.
-            let (uid, gid) = testkit::test_user().unwrap();
             chown_tree(&home, uid, gid);
             chown_tree(&dir.path().join("layers"), uid, gid);
         }
         Env {
             dir,
             who,
-            name: format!("{name}-{}", if who == As::Root { "root" } else { "user" }),
+            name: format!(
+                "{name}-{}",
+                match who {
+                    As::Root => "root",
+                    As::User => "user",
+                    As::Unmapped => "single",
+                }
+            ),
         }
     }
 
@@ -151,8 +173,7 @@ impl Env {
     pub fn owned_dir(&self, rel: &str) -> PathBuf {
         let p = self.path(rel);
         std::fs::create_dir_all(&p).unwrap();
-        if self.who == As::User {
-            let (uid, gid) = testkit::test_user().unwrap();
+        if let Some((uid, gid)) = self.who.ids() {
             chown_tree(&p, uid, gid);
         }
         p
@@ -197,15 +218,12 @@ impl Env {
                 c
             }
             As::User if fuse_open_to_all() => testkit::as_test_user(&bin),
-            As::User => self.user_with_private_fuse(&bin),
+            _ => self.user_with_private_fuse(&bin),
         };
         cmd.env("HOME", self.path("home"))
             .env("XDG_RUNTIME_DIR", self.path("home/run"))
             .env("XDG_DATA_HOME", self.path("home/data"))
             .current_dir(self.dir.path());
-        if let Some(v) = std::env::var_os("RCL_DEV_KERNEL_OVERLAY") {
-            cmd.env("RCL_DEV_KERNEL_OVERLAY", v);
-        }
         cmd
     }
 
@@ -213,7 +231,7 @@ impl Env {
     /// run rcl as the test user in a private mount namespace where a node of its own is bound
     /// over /dev/fuse. The host's /dev/fuse is left alone.
     fn user_with_private_fuse(&self, bin: &Path) -> Command {
-        let (uid, gid) = testkit::test_user().unwrap();
+        let (uid, gid) = self.who.ids().unwrap();
         let node = self.path("home/fuse");
         if !node.exists() {
             nix::sys::stat::mknod(
@@ -321,7 +339,7 @@ impl Env {
         let prefix = format!("{}-", self.name);
         let state = match self.who {
             As::Root => PathBuf::from("/run/rcl"),
-            As::User => self.path("home/run/rcl"),
+            _ => self.path("home/run/rcl"),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
