@@ -1,6 +1,7 @@
-//! `rcl up` and friends as an unprivileged user: records under `$XDG_RUNTIME_DIR/rcl`, data
-//! under `$XDG_DATA_HOME/rcl`, exec into the container's user namespace, a killed supervisor
-//! noticed, and nothing left behind.
+//! `rcl up` and friends in the `rcl run` test environment (busybox layers), mostly as an
+//! unprivileged user: records under `$XDG_RUNTIME_DIR/rcl`, data under `$XDG_DATA_HOME/rcl`,
+//! exec into the container's user namespace with the spec's user, a killed supervisor noticed,
+//! and nothing left behind.
 
 mod run_common;
 
@@ -132,4 +133,48 @@ fn rootless_supervisor_killed() {
     env.rcl(&["rm", &env.name]).assert_ok();
     assert!(ps(&env).is_empty());
     env.assert_clean();
+}
+
+/// exec takes the spec's user, capabilities and seccomp filter, and joins the container's
+/// cgroup (the same groups as its PID 1).
+fn exec_as_the_spec_user(who: As) {
+    need!(who);
+    let env = Env::new(who, "lcexecuser");
+    let _guard = SupervisorGuard(env.name.clone());
+    let spec = env.spec("while true; do sleep 1; done", "user = \"user\"\n");
+    env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
+    let e = env.rcl(&[
+        "exec",
+        &env.name,
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status; id -u; id -g; \
+         if cmp -s /proc/self/cgroup /proc/1/cgroup; then echo same-cgroup; fi",
+    ]);
+    e.assert_ok();
+    let lines: Vec<&str> = e.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "CapEff:\t0000000000000000",
+            "Seccomp:\t2",
+            "1000",
+            "1000",
+            "same-cgroup"
+        ],
+        "{e:?}"
+    );
+    env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
+    env.assert_clean();
+}
+
+#[test]
+fn exec_as_the_spec_user_root() {
+    exec_as_the_spec_user(As::Root);
+}
+
+#[test]
+fn exec_as_the_spec_user_rootless() {
+    exec_as_the_spec_user(As::User);
 }
