@@ -738,3 +738,45 @@ fn a_supervisor_that_cannot_work_is_reported_by_up() {
     assert_eq!(r["status"], "exited");
     assert!(r["supervisor"].is_null());
 }
+
+#[test]
+fn a_dead_holder_is_a_failed_run_and_is_restarted() {
+    need!();
+    let env = Env::new("holder");
+    let c = env.name("c");
+    let spec = env.write_spec(
+        "c.toml",
+        &format!(
+            "name = \"{c}\"\n[rootfs]\n{}\n[process]\ncommand = \"while true; do sleep 1; done\"\n\
+             [lifecycle]\nrestart = \"on-failure\"\n",
+            layers()
+        ),
+    );
+    env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
+    let r = env.record(&c);
+    let (sup, pid) = (
+        r["supervisor"]["pid"].as_i64().unwrap(),
+        r["init_pid"].as_i64().unwrap(),
+    );
+    let children = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
+    let holder: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.wait_for("a restart", |e| {
+        let r = e.record(&c);
+        r["restart_count"] == 1 && r["status"] == "running"
+    });
+    assert!(!alive(pid));
+    let r = env.record(&c);
+    assert_ne!(r["init_pid"].as_i64().unwrap(), pid);
+    assert_eq!(
+        r["supervisor"]["pid"].as_i64().unwrap(),
+        sup,
+        "same supervisor"
+    );
+    assert!(env.rcl(&["logs", &c]).stderr.contains("rcl: error"));
+    env.rcl(&["down", spec.to_str().unwrap()]).assert_ok();
+}

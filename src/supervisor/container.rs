@@ -39,7 +39,18 @@ impl Running for ContainerRun {
         }
     }
     fn try_wait(&mut self) -> Result<Option<i32>> {
-        Ok(self.0.try_wait()?.map(|e| {
+        // A run that failed in the runtime (its holder died, a setup step failed) is a failed
+        // run for the restart policy, not the end of the supervisor.
+        let exit = match self.0.try_wait() {
+            Ok(e) => e,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!("rcl: error: {msg}");
+                self.1 = Some(msg);
+                return Ok(Some(255));
+            }
+        };
+        Ok(exit.map(|e| {
             if let Some(msg) = &e.exec_error {
                 // Into the container's log too (fd 2 is the log pipe).
                 eprintln!("rcl: error: {msg}");
