@@ -279,8 +279,10 @@ fn spawn_supervisor(store: &Store, name: &str) -> Result<std::process::Child> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
+    // Paths in specs are already absolute; the supervisor keeps no directory busy.
     cmd.arg("__supervise")
         .arg(name)
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
