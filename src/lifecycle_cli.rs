@@ -408,15 +408,25 @@ fn supervise_main(name: &str) -> Result<i32> {
     let c = find(&project, name)?;
     let spec = effective_spec(&store, c);
 
-    // Stop requests arrive as signals; blocked before any container is forked (the holder keeps
-    // them blocked, the container's init unblocks).
-    let mut mask = SigSet::empty();
+    // Stop requests arrive as SIGTERM, SIGINT, SIGHUP or SIGQUIT. The signals the runtime
+    // forwards are blocked before any container is forked (the holder keeps them blocked, the
+    // container's init unblocks); the others of them stay pending, harmless.
+    let mut block = SigSet::empty();
     for s in crate::runtime::FORWARDED {
-        mask.add(*s);
+        block.add(*s);
     }
-    mask.add(Signal::SIGTERM);
-    mask.thread_block().context("blocking signals")?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+    let mut stop_set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        block.add(s);
+        stop_set.add(s);
+    }
+    block.thread_block().context("blocking signals")?;
+    let sfd = SignalFd::with_flags(&stop_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
 
     store.update(name, |r| {

@@ -149,7 +149,7 @@ fn exec_as_the_spec_user(who: As) {
         "--",
         "sh",
         "-c",
-        "grep -E '^(CapEff|Seccomp):' /proc/self/status; id -u; id -g; \
+        "grep -E '^(SigBlk|CapEff|Seccomp):' /proc/self/status; id -u; id -g; \
          if cmp -s /proc/self/cgroup /proc/1/cgroup; then echo same-cgroup; fi",
     ]);
     e.assert_ok();
@@ -157,6 +157,7 @@ fn exec_as_the_spec_user(who: As) {
     assert_eq!(
         lines,
         [
+            "SigBlk:\t0000000000000000",
             "CapEff:\t0000000000000000",
             "Seccomp:\t2",
             "1000",

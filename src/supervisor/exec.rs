@@ -125,6 +125,10 @@ fn code_of(st: WaitStatus) -> i32 {
 
 /// The last step, in the process that is inside every namespace: user, security, exec.
 fn exec_inside(spec: &Spec, sec: &crate::security::Prepared, command: &[String]) -> Result<()> {
+    // The command starts with no signal blocked, whatever the caller had blocked.
+    nix::sys::signal::SigSet::all()
+        .thread_unblock()
+        .context("unblocking signals")?;
     let (uid, gid, groups, home) = resolve_user(&spec.process.user)?;
     std::env::set_current_dir("/").context("chdir /")?;
     let wd = &spec.process.workdir;
