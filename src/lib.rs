@@ -6,7 +6,12 @@
 
 pub mod cgroup;
 pub mod hostlayer;
+pub mod layerdiff;
+pub mod lifecycle_cli;
+pub mod logs;
 pub mod paths;
 pub mod runtime;
 pub mod security;
 pub mod spec;
+pub mod state;
+pub mod supervisor;

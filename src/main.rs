@@ -37,6 +37,8 @@ enum Cmd {
         /// The container spec (TOML).
         spec: PathBuf,
     },
+    #[command(flatten)]
+    Lifecycle(rcl::lifecycle_cli::LifecycleCmd),
 }
 
 fn load(path: &std::path::Path) -> Result<rcl::spec::Spec, ExitCode> {
@@ -63,6 +65,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Cmd::Lifecycle(cmd) => match rcl::lifecycle_cli::dispatch(cmd) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("rcl: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Check { spec } => match load(&spec) {
             Ok(_) => ExitCode::SUCCESS,
             Err(code) => code,
