@@ -343,3 +343,14 @@ fn single_container_load_rejects_project_keys_with_a_hint() {
         .to_string();
     assert!(err.contains(":1:2: error: multi-container specs"), "{err}");
 }
+
+#[test]
+fn unless_stopped_is_a_restart_policy() {
+    let d = tempfile::tempdir().unwrap();
+    let p = load_project(&write(
+        d.path(),
+        "[rootfs]\nlayers = [\"base\"]\n[process]\ncommand = \"true\"\n[lifecycle]\nrestart = \"unless-stopped\"\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.containers[0].restart, Restart::UnlessStopped);
+}

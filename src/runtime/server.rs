@@ -44,10 +44,39 @@ fn mount(plan: &Plan, holder: nix::unistd::Pid) -> Result<fsimpl::Session> {
     // Own process group: a Ctrl-C on the terminal must not reach the server directly.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     let fs = fsimpl::UnionFs::new(plan.overlay.clone()).context("opening the layers")?;
+    check_dev_fuse()?;
     fsimpl::mount(fs, &plan.mountpoint).with_context(|| {
         format!(
             "mounting the union filesystem on {}",
             plan.mountpoint.display()
         )
     })
+}
+
+/// Fails with a message that says how to fix it when /dev/fuse cannot be opened (rootless users
+/// on systems that ship it root-only meet this first).
+fn check_dev_fuse() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let mode = std::fs::metadata("/dev/fuse")
+                .map(|m| format!("{:04o}", m.permissions().mode() & 0o7777))
+                .unwrap_or_else(|_| "unknown".into());
+            anyhow::bail!(
+                "/dev/fuse: permission denied (its mode is {mode}): rootless rcl needs read and \
+                 write access to /dev/fuse; most distributions ship it as 0666 — ask an \
+                 administrator to run `chmod 0666 /dev/fuse` (or add a udev rule), or run as root"
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "/dev/fuse does not exist: load the fuse kernel module (`modprobe fuse`) or run rcl \
+             where FUSE is available"
+        ),
+        Err(e) => Err(e).context("opening /dev/fuse"),
+    }
 }

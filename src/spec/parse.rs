@@ -1984,7 +1984,7 @@ fn lifecycle(cx: &mut Cx, t: &Tbl) -> (Lifecycle, Restart) {
                 Err(why) => cx.err_help(
                     v.span(),
                     format!("invalid `restart` \"{r}\": {why}"),
-                    "choose \"no\", \"on-failure\", \"on-failure:N\" (at most N restarts) or \"always\"",
+                    "choose \"no\", \"on-failure\", \"on-failure:N\" (at most N restarts), \"always\" or \"unless-stopped\"",
                 ),
             }
         }
@@ -1996,6 +1996,7 @@ fn parse_restart(r: &str) -> Result<Restart, String> {
     match r {
         "no" | "never" => Ok(Restart::No),
         "always" => Ok(Restart::Always),
+        "unless-stopped" => Ok(Restart::UnlessStopped),
         "on-failure" => Ok(Restart::OnFailure { max_retries: None }),
         other => match other.strip_prefix("on-failure:") {
             Some(n) => n

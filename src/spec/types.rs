@@ -321,6 +321,8 @@ pub enum Restart {
     },
     /// Restart whenever it exits, unless rcl stopped it.
     Always,
+    /// Like `Always`, but a container a user stopped stays stopped on the next `rcl up`.
+    UnlessStopped,
 }
 
 /// A command run inside the container to check its health.

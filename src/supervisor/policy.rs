@@ -68,6 +68,7 @@ impl From<crate::spec::Restart> for RestartPolicy {
                 RestartPolicy::OnFailure { max_retries }
             }
             crate::spec::Restart::Always => RestartPolicy::Always,
+            crate::spec::Restart::UnlessStopped => RestartPolicy::UnlessStopped,
         }
     }
 }
