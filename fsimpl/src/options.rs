@@ -69,7 +69,8 @@ RCL-FS OPTIONS:
                                   default) or as .wh.NAME files (OCI layer format)
     xattr=auto|trusted|user       namespace of the overlay.* markers written to the upper
     metacopy=on|off               chmod/chown of a lower file copies metadata only (default on)
-    allow_other                   let other users use the mount
+    allow_other                   let other users use the mount (the default when running as
+                                  root, in any user namespace, as fuse-overlayfs does)
     fsname=NAME                   source name shown in /proc/self/mountinfo (default rcl-fs)
 
 EXIT STATUS:

@@ -47,7 +47,14 @@ fn main() -> ExitCode {
             println!("rcl-fs {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Action::Mount(s)) => s,
+        Ok(Action::Mount(mut s)) => {
+            // Like fuse-overlayfs: when running as (namespace) root, every user may enter the
+            // mount, as with kernel overlayfs; permissions are then checked by the kernel.
+            if nix::unistd::geteuid().is_root() {
+                s.config.allow_other = true;
+            }
+            s
+        }
         Err(e) => {
             eprintln!("rcl-fs: {e}\nTry 'rcl-fs --help' for more information.");
             return ExitCode::from(EXIT_USAGE);
