@@ -40,9 +40,18 @@ pub fn status_code(st: WaitStatus) -> Option<i32> {
 
 /// Entry point of the forked container process; never returns.
 pub fn container_main(plan: &Plan, chan: &mut Chan, holder: Pid) -> ! {
-    match setup(plan, chan, holder) {
+    let mut started = false;
+    match setup(plan, chan, holder, &mut started) {
         Ok(never) => match never {},
         Err(e) => {
+            if !started {
+                // The root is built before the start signal: a failure there is reported once
+                // the container is started, as before, so that creating it still succeeds.
+                match chan.recv() {
+                    Ok(Some(m)) if m.word == "go" => {}
+                    _ => sys::exit_now(125),
+                }
+            }
             let _ = chan.send("err", &format!("setting up the container: {e:#}"));
             sys::exit_now(125)
         }
@@ -134,7 +143,7 @@ fn resolve_user(user: &User) -> Result<Ident> {
     })
 }
 
-fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
+fn setup(plan: &Plan, chan: &mut Chan, holder: Pid, started: &mut bool) -> Result<Infallible> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     // In a new pid namespace the parent shows as 0; otherwise it must still be the holder.
     let parent = nix::unistd::getppid();
@@ -174,7 +183,7 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
     // cgroup namespace first, so then the start signal is awaited before the root is built.
     let cgroup_first = ns.cgroup == NsMode::New && super::mounts::mounts_cgroup2(&plan.rootfs);
     if cgroup_first {
-        wait_start(chan, ns.cgroup)?;
+        wait_start(chan, ns.cgroup, started)?;
     }
     if !plan.pass_stdin {
         let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
@@ -208,7 +217,7 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
 
     let cmd = Command::new(&plan.process.args, &env)?;
     if !cgroup_first {
-        wait_start(chan, ns.cgroup)?;
+        wait_start(chan, ns.cgroup, started)?;
     }
     let tty = if plan.terminal {
         Some(open_terminal(chan, &id)?)
@@ -227,9 +236,9 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
 
 /// Waits for `go` (rcl has put this process in the container's cgroup and started it), then
 /// takes a cgroup namespace rooted in that cgroup when asked.
-fn wait_start(chan: &mut Chan, cgroup: NsMode) -> Result<()> {
+fn wait_start(chan: &mut Chan, cgroup: NsMode, started: &mut bool) -> Result<()> {
     match chan.recv().context("waiting for the start signal")? {
-        Some(m) if m.word == "go" => {}
+        Some(m) if m.word == "go" => *started = true,
         _ => sys::exit_now(125),
     }
     if cgroup == NsMode::New {
