@@ -341,8 +341,15 @@ impl Container {
     /// code): the `rcl` binary is.
     pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
         let id = format!("{}-{}", spec.name, std::process::id());
-        let plan = build_plan(spec, opts, &id)?;
-        let warmer = start_cgroup_warmer();
+        // First, so that its grace period also overlaps with planning (host layers).
+        let mut warmer = start_cgroup_warmer();
+        let plan = match build_plan(spec, opts, &id) {
+            Ok(p) => p,
+            Err(e) => {
+                reap_warmer(&mut warmer);
+                return Err(e);
+            }
+        };
         // The holder exists before anything is created on disk or in the cgroup tree: from then
         // on, whichever of rcl and the holder survives the other removes it all.
         let (chan, mut holder_end) = Chan::pair()?;
