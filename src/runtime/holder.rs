@@ -2,7 +2,8 @@
 //! filesystem server and the container init, relays rcl's requests, and cleans up.
 //!
 //! It talks to rcl over a [`Chan`]: it sends `unshared` (rcl then writes the id maps and
-//! answers `mapped`), `pid N` (the container init's host pid, held until rcl says `go`), and
+//! answers `mapped`), `join N` (the container init's host pid, to be put in the cgroup), `pid N` (the
+//! union root is mounted; the init is held until rcl says `go`), and
 //! finally `exit CODE`; errors travel as `err MESSAGE`, exec failures as `exec MESSAGE`. rcl may
 //! send `go`, `sig N` and `kill`. When rcl disappears (its end closes) the holder kills the
 //! container and cleans up alone: nothing stays behind even if rcl is SIGKILLed.
@@ -143,15 +144,12 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
         Some(pid) => cleanup.server = Some(pid),
     }
     drop(server_end);
-    match to_server.recv_timeout(Duration::from_secs(60)) {
-        Ok(Some(m)) if m.word == "mounted" => {}
-        Ok(Some(m)) if m.word == "err" => bail!("{}", m.arg),
-        Ok(_) => bail!("the filesystem server exited before mounting"),
-        Err(e) => return Err(e).context("waiting for the filesystem server"),
-    }
-    drop(to_server);
 
-    // 2. The container init, PID 1 of a new pid namespace when asked.
+    // 2. The container init, PID 1 of a new pid namespace when asked. It is created while the
+    // server mounts, so that rcl can move it into its cgroup meanwhile: the first write to a
+    // cgroup v1 `cgroup.procs` waits for an RCU grace period (milliseconds), which then overlaps
+    // with the mount. The init makes its mount namespace only after `go`, which is forwarded
+    // once the union filesystem is mounted.
     if plan.namespaces.pid == NsMode::New {
         unshare(CloneFlags::CLONE_NEWPID).context("creating the pid namespace")?;
     }
@@ -160,6 +158,7 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
         None => {
             sys::close_raw(rcl.as_fd().as_raw_fd());
             sys::close_raw(to_init.as_fd().as_raw_fd());
+            sys::close_raw(to_server.as_fd().as_raw_fd());
             container_main(plan, &mut init_end, me)
         }
         Some(pid) => pid,
@@ -167,6 +166,17 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
     cleanup.init = Some(init);
     drop(init_end);
     let init_fd = sys::pidfd_open(init).context("pidfd_open on the container init")?;
+    rcl.send("join", &init.to_string())?;
+
+    match to_server.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(m)) if m.word == "mounted" => {}
+        Ok(Some(m)) if m.word == "err" => bail!("{}", m.arg),
+        Ok(_) => bail!("the filesystem server exited before mounting"),
+        Err(e) => return Err(e).context("waiting for the filesystem server"),
+    }
+    drop(to_server);
+    // The init builds the root filesystem now, while rcl finishes moving it into its cgroup.
+    to_init.send("mounted", "")?;
     rcl.send("pid", &init.to_string())?;
 
     let mut failure: Option<(String, String)> = None;
@@ -212,7 +222,10 @@ fn serve(plan: &Plan, rcl: &mut Chan, cleanup: &mut Cleanup) -> Result<i32> {
             let (msgs, closed) = rcl.read_ready()?;
             for m in msgs {
                 match m.word.as_str() {
-                    "go" => to_init.send("go", "")?,
+                    // An init that already failed reports why once it is reaped.
+                    "go" => {
+                        let _ = to_init.send("go", "");
+                    }
                     "sig" => {
                         if let Ok(sig) = Signal::try_from(m.num()?) {
                             let _ = kill(init, sig);

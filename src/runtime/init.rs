@@ -40,9 +40,18 @@ pub fn status_code(st: WaitStatus) -> Option<i32> {
 
 /// Entry point of the forked container process; never returns.
 pub fn container_main(plan: &Plan, chan: &mut Chan, holder: Pid) -> ! {
-    match setup(plan, chan, holder) {
+    let mut started = false;
+    match setup(plan, chan, holder, &mut started) {
         Ok(never) => match never {},
         Err(e) => {
+            if !started {
+                // The root is built before the start signal: a failure there is reported once
+                // the container is started, as before, so that creating it still succeeds.
+                match chan.recv() {
+                    Ok(Some(m)) if m.word == "go" => {}
+                    _ => sys::exit_now(125),
+                }
+            }
             let _ = chan.send("err", &format!("setting up the container: {e:#}"));
             sys::exit_now(125)
         }
@@ -134,7 +143,7 @@ fn resolve_user(user: &User) -> Result<Ident> {
     })
 }
 
-fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
+fn setup(plan: &Plan, chan: &mut Chan, holder: Pid, started: &mut bool) -> Result<Infallible> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     // In a new pid namespace the parent shows as 0; otherwise it must still be the holder.
     let parent = nix::unistd::getppid();
@@ -147,7 +156,7 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
         .context("unblocking signals")?;
     sys::reset_signal_dispositions();
     let ns = &plan.namespaces;
-    let mut flags = CloneFlags::CLONE_NEWNS;
+    let mut flags = CloneFlags::empty();
     if ns.uts == NsMode::New {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
@@ -157,17 +166,25 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
     if ns.network == NsMode::New {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).context("creating the container's namespaces")?;
+    if !flags.is_empty() {
+        unshare(flags).context("creating the container's namespaces")?;
+    }
 
-    // Wait until rcl has put us in the cgroup, then take a cgroup namespace rooted there.
-    match chan.recv().context("waiting for the start signal")? {
-        Some(m) if m.word == "go" => {}
+    // Wait until the union filesystem is mounted, then copy the holder's mounts, which now
+    // include the union root.
+    match chan.recv().context("waiting for the union filesystem")? {
+        Some(m) if m.word == "mounted" => {}
         _ => sys::exit_now(125),
     }
-    if ns.cgroup == NsMode::New {
-        unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
+    unshare(CloneFlags::CLONE_NEWNS).context("creating the container's mount namespace")?;
+    // The root filesystem is built while rcl moves this process into its cgroup (on cgroup v1
+    // the first move waits for an RCU grace period, milliseconds); only the cgroup namespace
+    // and the command need the cgroup. A cgroup2 view mounted at /sys/fs/cgroup needs the
+    // cgroup namespace first, so then the start signal is awaited before the root is built.
+    let cgroup_first = ns.cgroup == NsMode::New && super::mounts::mounts_cgroup2(&plan.rootfs);
+    if cgroup_first {
+        wait_start(chan, ns.cgroup, started)?;
     }
-
     if !plan.pass_stdin {
         let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
         sys::dup2_raw(null.as_raw_fd(), 0).context("redirecting stdin")?;
@@ -199,6 +216,9 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
     sys::umask(plan.process.umask);
 
     let cmd = Command::new(&plan.process.args, &env)?;
+    if !cgroup_first {
+        wait_start(chan, ns.cgroup, started)?;
+    }
     let tty = if plan.terminal {
         Some(open_terminal(chan, &id)?)
     } else {
@@ -212,6 +232,19 @@ fn setup(plan: &Plan, chan: &mut Chan, holder: Pid) -> Result<Infallible> {
         let _ = chan.send("exec", &format!("{e:#}"));
         sys::exit_now(127)
     }
+}
+
+/// Waits for `go` (rcl has put this process in the container's cgroup and started it), then
+/// takes a cgroup namespace rooted in that cgroup when asked.
+fn wait_start(chan: &mut Chan, cgroup: NsMode, started: &mut bool) -> Result<()> {
+    match chan.recv().context("waiting for the start signal")? {
+        Some(m) if m.word == "go" => *started = true,
+        _ => sys::exit_now(125),
+    }
+    if cgroup == NsMode::New {
+        unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
+    }
+    Ok(())
 }
 
 /// True when id `n` is inside the current user namespace's map (`uid_map` or `gid_map`).

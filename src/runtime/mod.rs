@@ -97,6 +97,8 @@ pub(crate) struct Plan {
 pub struct Container {
     id: String,
     plan: Plan,
+    /// The cgroup lock warm-up child, until reaped.
+    warmer: Option<Pid>,
     holder: Option<Pid>,
     chan: Chan,
     pty_master: Option<OwnedFd>,
@@ -280,6 +282,57 @@ fn make_cgroup(spec: &Spec, opts: &RunOptions, id: &str) -> Result<Option<Cgroup
     Ok(Some(cg))
 }
 
+/// The `cgroup.procs` file of this process's own cgroup (a v1 `pids` hierarchy, else cgroup2),
+/// when it exists and may be written.
+fn own_cgroup_procs() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut candidates = Vec::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        let rel = path.trim_start_matches('/');
+        if ctrls.split(',').any(|c| c == "pids") {
+            candidates.insert(0, Path::new("/sys/fs/cgroup/pids").join(rel));
+        } else if ctrls.is_empty() {
+            candidates.push(Path::new("/sys/fs/cgroup/unified").join(rel));
+            candidates.push(Path::new("/sys/fs/cgroup").join(rel));
+        }
+    }
+    candidates
+        .into_iter()
+        .map(|d| d.join("cgroup.procs"))
+        .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok())
+}
+
+/// Starts a short-lived child that "moves" itself into the cgroup it is already in. Every write
+/// to a `cgroup.procs` file takes the kernel's global cgroup thread-group lock, whose first
+/// writer after a quiet period waits for an RCU grace period (about 10 ms here); writers that
+/// follow within a grace period do not wait. Started first, this wait overlaps with the
+/// holder's setup instead of delaying the container's own move into its cgroup. Returns the
+/// child to reap ([`reap_warmer`]); `None` when there is no cgroup to write.
+fn start_cgroup_warmer() -> Option<Pid> {
+    let procs = own_cgroup_procs()?;
+    match sys::fork() {
+        Ok(None) => {
+            // "0" means the writing process itself: a move to where it already is.
+            let _ = fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, b"0"));
+            sys::exit_now(0)
+        }
+        Ok(Some(pid)) => Some(pid),
+        Err(_) => None,
+    }
+}
+
+/// Reaps the child of [`start_cgroup_warmer`] (it ends on its own, within a grace period).
+fn reap_warmer(warmer: &mut Option<Pid>) {
+    if let Some(pid) = warmer.take() {
+        let _ = waitpid(pid, None);
+    }
+}
+
 impl Container {
     /// Sets up the container up to the moment its command would start: namespaces, the union
     /// root, the cgroup. The init waits for [`Container::start`].
@@ -288,7 +341,15 @@ impl Container {
     /// code): the `rcl` binary is.
     pub fn create(spec: &Spec, opts: &RunOptions) -> Result<Container> {
         let id = format!("{}-{}", spec.name, std::process::id());
-        let plan = build_plan(spec, opts, &id)?;
+        // First, so that its grace period also overlaps with planning (host layers).
+        let mut warmer = start_cgroup_warmer();
+        let plan = match build_plan(spec, opts, &id) {
+            Ok(p) => p,
+            Err(e) => {
+                reap_warmer(&mut warmer);
+                return Err(e);
+            }
+        };
         // The holder exists before anything is created on disk or in the cgroup tree: from then
         // on, whichever of rcl and the holder survives the other removes it all.
         let (chan, mut holder_end) = Chan::pair()?;
@@ -303,6 +364,7 @@ impl Container {
         let mut c = Container {
             id,
             plan,
+            warmer,
             holder: Some(holder),
             chan,
             pty_master: None,
@@ -348,12 +410,20 @@ impl Container {
                     }
                     self.chan.send("mapped", "")?;
                 }
-                "pid" => {
+                "join" => {
+                    // The init exists while the filesystem server is still mounting: joining
+                    // the cgroup now overlaps its cost (an RCU grace period on cgroup v1)
+                    // with the mount.
                     self.init_pid = Pid::from_raw(m.num()?);
                     if let Some(cg) = &self.cgroup {
                         cg.add_pid(self.init_pid.as_raw())
                             .context("moving the container into its cgroup")?;
                     }
+                    reap_warmer(&mut self.warmer);
+                }
+                "pid" => {
+                    // The union root is mounted: the init waits for `go`.
+                    self.init_pid = Pid::from_raw(m.num()?);
                     return Ok(());
                 }
                 "err" => {
@@ -382,7 +452,19 @@ impl Container {
 
     /// Lets the container's init proceed to the command.
     pub fn start(&mut self) -> Result<()> {
-        self.chan.send("go", "").context("starting the container")
+        match self.chan.send("go", "") {
+            // The holder is already gone (the container failed while being set up): waiting
+            // reports why.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
+            r => r.context("starting the container"),
+        }
     }
 
     /// Sends signal `sig` to the container's first process.
@@ -471,6 +553,7 @@ impl Container {
 
     /// Reaps the holder and removes what it could not (it normally removes everything).
     fn finish(&mut self) {
+        reap_warmer(&mut self.warmer);
         // A holder still waiting for rcl sees the end of the channel and cleans up.
         self.chan.shutdown();
         if let Some(h) = self.holder.take() {

@@ -132,6 +132,12 @@ fn remount_ro(p: &Path) -> Result<()> {
     mnt(None, p, None, flags, None).with_context(|| format!("making {} read-only", p.display()))
 }
 
+/// True when [`setup_rootfs`] mounts the container's own cgroup2 view (which must be made
+/// inside its cgroup namespace).
+pub fn mounts_cgroup2(plan: &RootfsPlan) -> bool {
+    plan.fresh_sys && plan.own_cgroupns && host_is_cgroup2()
+}
+
 /// True when the host's /sys/fs/cgroup is a pure cgroup v2 mount.
 fn host_is_cgroup2() -> bool {
     nix::sys::statfs::statfs("/sys/fs/cgroup")
