@@ -232,6 +232,9 @@ impl UnionFs {
         if is_dir(f.stat()) {
             return Err(err(libc::EISDIR));
         }
+        // A name resolved to a lower object with no upper: the lowers (read-only) show it, so
+        // the whiteout is needed without walking the lowers again.
+        let lower_only = f.upper.is_none() && !f.lowers.is_empty();
         let node = self.node_for(parent, name, f);
         let pdir = self.upper_dir(parent)?;
         let pfd = pdir.as_raw_fd();
@@ -239,7 +242,7 @@ impl UnionFs {
         // over the whiteout written here (it sees `unlinked` and stays anonymous).
         let _g = node.copy_lock.lock();
         Self::pin_if_open(&node, &pdir, name);
-        let need_wh = self.lower_has(&pst, name);
+        let need_wh = lower_only || self.lower_has(&pst, name);
         match sys::lstatat_opt(pfd, name)? {
             Some(st) if !whiteout::is_whiteout(&st) => {
                 if need_wh {
