@@ -6,7 +6,7 @@ use crate::{sys, whiteout};
 use fuser::FileType;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ impl UnionFs {
         kind: FileType,
         perm: u32,
         who: Creator,
-        build: impl FnOnce(RawFd, &OsStr) -> io::Result<()>,
+        build: impl FnOnce(RawFd, &OsStr) -> io::Result<Option<OwnedFd>>,
     ) -> io::Result<Arc<Node>> {
         let slot = self.slot(parent, name)?;
         let pfd = slot.pfd.as_raw_fd();
@@ -89,12 +89,22 @@ impl UnionFs {
         } else {
             (self.work_fd()?, self.tmp_name())
         };
-        build(dir, &bname)?;
+        let made = build(dir, &bname)?;
         let finish = || -> io::Result<()> {
-            let fd = sys::open_path(dir, &bname)?;
-            sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
-            if kind != FileType::Symlink {
-                sys::fchmod_fd(fd.as_raw_fd(), perm)?;
+            // A builder that opened what it made (a regular file) saves the O_PATH open and the
+            // chmod through /proc.
+            match made {
+                Some(fd) => {
+                    sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
+                    sys::fchmod(fd.as_raw_fd(), perm)?;
+                }
+                None => {
+                    let fd = sys::open_path(dir, &bname)?;
+                    sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
+                    if kind != FileType::Symlink {
+                        sys::fchmod_fd(fd.as_raw_fd(), perm)?;
+                    }
+                }
             }
             if kind == FileType::Directory && (slot.over_whiteout || slot.wh_file) {
                 self.set_opaque(dir, &bname)?;
