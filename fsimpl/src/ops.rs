@@ -42,15 +42,21 @@ impl UnionFs {
         }
         let pnode = self.node(parent)?;
         let pfd = self.upper_dir(parent)?;
-        let pst = pnode.st.read().clone();
-        if self.resolve(&pst, name)?.is_some() {
-            return Err(err(libc::EEXIST));
-        }
-        let over_whiteout = matches!(
-            sys::lstatat_opt(pfd.as_raw_fd(), name)?,
-            Some(st) if whiteout::is_whiteout(&st)
-        );
+        // Look at the upper once: a real entry there exists; a whiteout (either format) hides
+        // the lowers; only an empty upper slot needs the lowers walked.
+        let over_whiteout = match sys::lstatat_opt(pfd.as_raw_fd(), name)? {
+            Some(st) if whiteout::is_whiteout(&st) => true,
+            Some(_) => return Err(err(libc::EEXIST)),
+            None => false,
+        };
         let wh_file = whiteout::has_wh_file(pfd.as_raw_fd(), name);
+        if !over_whiteout && !wh_file {
+            let mut lst = pnode.st.read().clone();
+            lst.upper = None;
+            if self.resolve(&lst, name)?.is_some() {
+                return Err(err(libc::EEXIST));
+            }
+        }
         Ok(Slot {
             pfd,
             over_whiteout,
