@@ -6,7 +6,7 @@ use crate::{sys, whiteout};
 use fuser::FileType;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -42,15 +42,21 @@ impl UnionFs {
         }
         let pnode = self.node(parent)?;
         let pfd = self.upper_dir(parent)?;
-        let pst = pnode.st.read().clone();
-        if self.resolve(&pst, name)?.is_some() {
-            return Err(err(libc::EEXIST));
-        }
-        let over_whiteout = matches!(
-            sys::lstatat_opt(pfd.as_raw_fd(), name)?,
-            Some(st) if whiteout::is_whiteout(&st)
-        );
+        // Look at the upper once: a real entry there exists; a whiteout (either format) hides
+        // the lowers; only an empty upper slot needs the lowers walked.
+        let over_whiteout = match sys::lstatat_opt(pfd.as_raw_fd(), name)? {
+            Some(st) if whiteout::is_whiteout(&st) => true,
+            Some(_) => return Err(err(libc::EEXIST)),
+            None => false,
+        };
         let wh_file = whiteout::has_wh_file(pfd.as_raw_fd(), name);
+        if !over_whiteout && !wh_file {
+            let mut lst = pnode.st.read().clone();
+            lst.upper = None;
+            if self.resolve(&lst, name)?.is_some() {
+                return Err(err(libc::EEXIST));
+            }
+        }
         Ok(Slot {
             pfd,
             over_whiteout,
@@ -68,7 +74,7 @@ impl UnionFs {
         kind: FileType,
         perm: u32,
         who: Creator,
-        build: impl FnOnce(RawFd, &OsStr) -> io::Result<()>,
+        build: impl FnOnce(RawFd, &OsStr) -> io::Result<Option<OwnedFd>>,
     ) -> io::Result<Arc<Node>> {
         let slot = self.slot(parent, name)?;
         let pfd = slot.pfd.as_raw_fd();
@@ -89,12 +95,22 @@ impl UnionFs {
         } else {
             (self.work_fd()?, self.tmp_name())
         };
-        build(dir, &bname)?;
+        let made = build(dir, &bname)?;
         let finish = || -> io::Result<()> {
-            let fd = sys::open_path(dir, &bname)?;
-            sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
-            if kind != FileType::Symlink {
-                sys::fchmod_fd(fd.as_raw_fd(), perm)?;
+            // A builder that opened what it made (a regular file) saves the O_PATH open and the
+            // chmod through /proc.
+            match made {
+                Some(fd) => {
+                    sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
+                    sys::fchmod(fd.as_raw_fd(), perm)?;
+                }
+                None => {
+                    let fd = sys::open_path(dir, &bname)?;
+                    sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
+                    if kind != FileType::Symlink {
+                        sys::fchmod_fd(fd.as_raw_fd(), perm)?;
+                    }
+                }
             }
             if kind == FileType::Directory && (slot.over_whiteout || slot.wh_file) {
                 self.set_opaque(dir, &bname)?;
@@ -232,6 +248,9 @@ impl UnionFs {
         if is_dir(f.stat()) {
             return Err(err(libc::EISDIR));
         }
+        // A name resolved to a lower object with no upper: the lowers (read-only) show it, so
+        // the whiteout is needed without walking the lowers again.
+        let lower_only = f.upper.is_none() && !f.lowers.is_empty();
         let node = self.node_for(parent, name, f);
         let pdir = self.upper_dir(parent)?;
         let pfd = pdir.as_raw_fd();
@@ -239,7 +258,7 @@ impl UnionFs {
         // over the whiteout written here (it sees `unlinked` and stays anonymous).
         let _g = node.copy_lock.lock();
         Self::pin_if_open(&node, &pdir, name);
-        let need_wh = self.lower_has(&pst, name);
+        let need_wh = lower_only || self.lower_has(&pst, name);
         match sys::lstatat_opt(pfd, name)? {
             Some(st) if !whiteout::is_whiteout(&st) => {
                 if need_wh {

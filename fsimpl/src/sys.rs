@@ -218,6 +218,12 @@ pub fn fchmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) }).map(drop)
 }
 
+/// fchmod(2) of an fd opened for reading or writing (not `O_PATH`).
+pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a caller-owned fd.
+    cvt(unsafe { libc::fchmod(fd, mode & 0o7777) }).map(drop)
+}
+
 /// Sets atime/mtime of `dir/name` without following a symlink.
 pub fn utimensat(dir: RawFd, name: &OsStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     let c = cstr(name)?;
