@@ -26,6 +26,7 @@ mod dir;
 pub mod error;
 mod fs;
 mod layer;
+pub mod mountinfo;
 mod node;
 mod ops;
 pub mod options;

@@ -194,30 +194,11 @@ fn parse_mountinfo_line(line: &str) -> Option<CgMount> {
         _ => return None,
     };
     Some(CgMount {
-        root: unescape(left.get(3)?),
-        mount: PathBuf::from(unescape(left.get(4)?)),
+        root: fsimpl::mountinfo::unescape(left.get(3)?),
+        mount: PathBuf::from(fsimpl::mountinfo::unescape(left.get(4)?)),
         v2,
         super_opts: super_opts.split(',').map(str::to_string).collect(),
     })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

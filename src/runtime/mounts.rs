@@ -153,33 +153,13 @@ fn remount_ro_recursive(p: &Path) -> Result<()> {
         let Some(mp) = line.split(' ').nth(4) else {
             continue;
         };
-        let mp = unescape(mp);
+        let mp = fsimpl::mountinfo::unescape(mp);
         if mp.starts_with(&prefix) {
             // Mounts the kernel refuses to change (locked, or already gone) are left as they are.
             let _ = remount_ro(Path::new(&mp));
         }
     }
     Ok(())
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
-            if let Some(v) = digits.and_then(|t| u8::from_str_radix(t, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Builds the container's tree under `plan.root` (in the container's new mount namespace),

@@ -130,7 +130,7 @@ fn restrict(mp: &Path, r: Restrictions) -> nix::Result<()> {
         .filter(|l| {
             l.split(' ')
                 .nth(4)
-                .is_some_and(|m| unescape_mountinfo(m) == want)
+                .is_some_and(|m| fsimpl::mountinfo::unescape(m) == want)
         })
         .filter_map(|l| l.split(' ').nth(5))
         .next_back()
@@ -165,25 +165,6 @@ fn restrict(mp: &Path, r: Restrictions) -> nix::Result<()> {
         flags |= MsFlags::MS_NOATIME;
     }
     nix::mount::mount(None::<&str>, mp, None::<&str>, flags, None::<&str>)
-}
-
-/// Decodes mountinfo's octal escapes (`\040` for a space...).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Forks the server; the parent waits for its word that the mount is live.
