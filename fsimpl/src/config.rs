@@ -190,8 +190,16 @@ mod tests {
     fn id_mapping_round_trip() {
         let m = IdMapping {
             ranges: vec![
-                IdRange { container: 0, host: 1000, count: 1 },
-                IdRange { container: 1, host: 100000, count: 65536 },
+                IdRange {
+                    container: 0,
+                    host: 1000,
+                    count: 1,
+                },
+                IdRange {
+                    container: 1,
+                    host: 100000,
+                    count: 65536,
+                },
             ],
         };
         assert_eq!(m.to_container(1000), 0);

@@ -20,31 +20,25 @@
 //! ```
 
 pub mod config;
+mod copyup;
+mod core;
+mod dir;
 pub mod error;
+mod fs;
+mod layer;
+mod node;
+mod ops;
+pub mod options;
+pub mod sys;
+mod whiteout;
+mod xattr;
 
-pub use config::{
-    IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace,
-};
+pub use crate::core::UnionFs;
+pub use config::{IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace};
 pub use error::Error;
 
+use fuser::{Config, MountOption, SessionACL};
 use std::path::Path;
-
-/// The union filesystem: implements [`fuser::Filesystem`].
-pub struct UnionFs {
-    _private: (),
-}
-
-impl UnionFs {
-    /// Opens the layers named by `cfg`, checks them (they exist and are directories; upper and
-    /// work are on one filesystem), cleans leftovers of an interrupted copy-up out of the work
-    /// directory, and returns a filesystem ready to mount. Errors name the path at fault.
-    pub fn new(cfg: OverlayConfig) -> Result<Self, Error> {
-        let _ = cfg;
-        todo!("union filesystem core")
-    }
-}
-
-impl fuser::Filesystem for UnionFs {}
 
 /// A mounted, not yet served union filesystem. Call [`fuser::Session::run`] to serve it; it
 /// returns when the mount is unmounted (`umount`, `fusermount3 -u`).
@@ -55,6 +49,26 @@ pub type Session = fuser::Session<UnionFs>;
 /// handshake: when this returns `Ok`, the mount is live. Spawns no thread: a caller may still
 /// fork afterwards.
 pub fn mount(fs: UnionFs, mountpoint: &Path) -> std::io::Result<Session> {
-    let _ = (fs, mountpoint);
-    todo!("mount")
+    let mut opts = vec![
+        MountOption::FSName(fs.cfg.fsname.clone()),
+        MountOption::Subtype("rcl-fs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Suid,
+        MountOption::Dev,
+    ];
+    opts.push(if fs.cfg.is_readonly() {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    let mut config = Config::default();
+    config.mount_options = opts;
+    config.acl = if fs.cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(fs.cfg.threads.max(1));
+    config.clone_fd = true;
+    fuser::Session::new(fs, mountpoint, &config)
 }

@@ -29,10 +29,7 @@ macro_rules! skip {
 /// Records a skip: prints `RCL-SKIP <where>: <reason>` on stderr and, when `RCL_SKIP_LOG` names
 /// a file, appends the same line there (cargo test hides the output of tests that return).
 pub fn record_skip(place: &str, reason: &str) {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or(place)
-        .to_string();
+    let test = std::thread::current().name().unwrap_or(place).to_string();
     let line = format!("RCL-SKIP {test}: {reason}\n");
     eprint!("{line}");
     if let Some(log) = std::env::var_os("RCL_SKIP_LOG") {
@@ -54,7 +51,11 @@ pub fn fuse_unavailable() -> Option<String> {
     if !is_root() {
         return Some("tests that mount need root (run as root, as CI does)".into());
     }
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
         Ok(_) => None,
         Err(e) => Some(format!("/dev/fuse cannot be opened: {e}")),
     }
@@ -255,7 +256,9 @@ pub fn test_user() -> Result<(u32, u32), String> {
         return Ok(ids);
     }
     if !is_root() {
-        return Err(format!("user {TEST_USER} does not exist and only root can create it"));
+        return Err(format!(
+            "user {TEST_USER} does not exist and only root can create it"
+        ));
     }
     let out = run_timeout(
         Command::new("useradd")
@@ -311,7 +314,10 @@ pub fn as_test_user(program: impl AsRef<OsStr>) -> Command {
         .arg("--")
         .arg(program)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", "/tmp");
     // Keep the child from inheriting a parent-death-unaware process group of ours.
     // SAFETY: setsid is async-signal-safe and only affects the child.

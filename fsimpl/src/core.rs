@@ -1,0 +1,727 @@
+//! The union filesystem's state and its layer logic: resolving names across layers, building
+//! attributes, mapping ids, and the node table glue.
+
+use crate::config::{OverlayConfig, WhiteoutFormat, XattrNamespace};
+use crate::layer::{DevIndex, Layer};
+use crate::node::{Node, NodeState, NodeTable};
+use crate::{sys, whiteout, Error};
+use fuser::{FileAttr, FileType};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Private work subdirectory name inside the work dir.
+pub const WORK_SUBDIR: &str = "rcl-fs";
+/// Hard-link index subdirectory inside the private work dir.
+pub const INDEX_SUBDIR: &str = "index";
+
+/// An open file handle.
+#[derive(Debug)]
+pub struct Handle {
+    /// The open file (or directory listing source).
+    pub fd: OwnedFd,
+    /// The node it belongs to.
+    pub node: Arc<Node>,
+    /// Uses the node's passthrough backing id.
+    pub passthrough: bool,
+}
+
+/// An open directory: its merged listing, snapshotted at opendir.
+#[derive(Debug)]
+pub struct DirHandle {
+    /// (name, type) of every visible entry, `.` and `..` first.
+    pub entries: Vec<(std::ffi::OsString, FileType)>,
+}
+
+/// The result of resolving a name across the layers.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The upper object and its stat.
+    pub upper: Option<(OwnedFd, libc::stat)>,
+    /// Lower objects (layer, fd, stat), top first.
+    pub lowers: Vec<(usize, OwnedFd, libc::stat)>,
+    /// Path inside the lowers.
+    pub lower_path: Option<PathBuf>,
+    /// Upper is a metacopy.
+    pub metacopy: bool,
+    /// Origin recorded on the upper object.
+    pub origin: Option<(u64, u64)>,
+}
+
+impl Found {
+    /// The stat that defines the type and attributes.
+    pub fn stat(&self) -> &libc::stat {
+        self.upper
+            .as_ref()
+            .map(|u| &u.1)
+            .unwrap_or_else(|| &self.lowers[0].2)
+    }
+
+    /// The origin key used for the inode number.
+    pub fn origin_key(&self) -> (u64, u64) {
+        if let Some(o) = self.origin {
+            return o;
+        }
+        let st = match (&self.upper, self.lowers.first()) {
+            (Some(u), _) if self.lowers.is_empty() || !is_dir(&u.1) => &u.1,
+            (_, Some(l)) => &l.2,
+            (Some(u), None) => &u.1,
+            (None, None) => unreachable!("empty Found"),
+        };
+        (st.st_dev, st.st_ino)
+    }
+}
+
+/// True when the stat is a directory.
+pub fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// FUSE file type of a stat mode.
+pub fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// FUSE file type of a `d_type`.
+pub fn kind_of_dtype(d: u8) -> FileType {
+    match d {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn systime(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+/// The union filesystem: implements [`fuser::Filesystem`].
+#[derive(Debug)]
+pub struct UnionFs {
+    pub(crate) cfg: OverlayConfig,
+    pub(crate) lowers: Vec<Layer>,
+    pub(crate) upper: Option<Layer>,
+    /// WORK/rcl-fs
+    pub(crate) work: Option<OwnedFd>,
+    /// WORK/rcl-fs/index
+    pub(crate) index: Option<OwnedFd>,
+    /// "trusted" or "user".
+    pub(crate) ns: &'static str,
+    pub(crate) nodes: NodeTable,
+    pub(crate) devs: DevIndex,
+    pub(crate) handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    pub(crate) dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    pub(crate) next_fh: AtomicU64,
+    pub(crate) tmp_seq: AtomicU64,
+    pub(crate) passthrough: AtomicBool,
+    /// The kernel runs a writeback page cache (only without passthrough).
+    pub(crate) writeback: AtomicBool,
+}
+
+impl UnionFs {
+    /// Opens the layers named by `cfg`, checks them (they exist and are directories; upper and
+    /// work are on one filesystem), cleans leftovers of an interrupted copy-up out of the work
+    /// directory, and returns a filesystem ready to mount. Errors name the path at fault.
+    pub fn new(cfg: OverlayConfig) -> Result<Self, Error> {
+        sys::raise_nofile();
+        if cfg.lowerdirs.is_empty() {
+            return Err(Error::Config("at least one lowerdir is needed".into()));
+        }
+        if cfg.upperdir.is_some() != cfg.workdir.is_some() {
+            return Err(Error::Config(
+                "upperdir and workdir must be given together".into(),
+            ));
+        }
+        let lowers = cfg
+            .lowerdirs
+            .iter()
+            .map(|p| Layer::open("lowerdir", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let devs = DevIndex::default();
+        let (mut upper, mut work, mut index, mut ns) = (None, None, None, "user");
+        if let (Some(up), Some(wk)) = (&cfg.upperdir, &cfg.workdir) {
+            let u = Layer::open("upperdir", up)?;
+            let w = Layer::open("workdir", wk)?;
+            if u.dev != w.dev {
+                return Err(Error::Config(format!(
+                    "upperdir {} and workdir {} are on different filesystems",
+                    up.display(),
+                    wk.display()
+                )));
+            }
+            let werr = |source| Error::Layer {
+                role: "workdir",
+                path: wk.join(WORK_SUBDIR),
+                source,
+            };
+            match sys::mkdirat(w.raw(), OsStr::new(WORK_SUBDIR), 0o700) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(werr(e)),
+            }
+            let wfd = sys::open_dir(w.raw(), OsStr::new(WORK_SUBDIR)).map_err(werr)?;
+            clean_work(wfd.as_raw_fd()).map_err(werr)?;
+            match sys::mkdirat(wfd.as_raw_fd(), OsStr::new(INDEX_SUBDIR), 0o700) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(werr(e)),
+            }
+            let ifd = sys::open_dir(wfd.as_raw_fd(), OsStr::new(INDEX_SUBDIR)).map_err(werr)?;
+            ns = match cfg.xattr_namespace {
+                XattrNamespace::Trusted => "trusted",
+                XattrNamespace::User => "user",
+                XattrNamespace::Auto => probe_trusted(wfd.as_raw_fd()),
+            };
+            devs.index(u.dev);
+            upper = Some(u);
+            work = Some(wfd);
+            index = Some(ifd);
+        }
+        for l in &lowers {
+            devs.index(l.dev);
+        }
+        let fs = UnionFs {
+            passthrough: AtomicBool::new(cfg.passthrough != crate::Passthrough::Off),
+            cfg,
+            lowers,
+            upper,
+            work,
+            index,
+            ns,
+            nodes: NodeTable::default(),
+            devs,
+            handles: RwLock::new(HashMap::new()),
+            dirs: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            tmp_seq: AtomicU64::new(0),
+            writeback: AtomicBool::new(false),
+        };
+        fs.insert_root().map_err(|e| Error::Io {
+            context: "opening the root directory".into(),
+            source: e,
+        })?;
+        Ok(fs)
+    }
+
+    fn insert_root(&self) -> io::Result<()> {
+        let mut st = NodeState {
+            parent: 1,
+            lower_path: Some(PathBuf::from("/")),
+            ..Default::default()
+        };
+        if let Some(u) = &self.upper {
+            st.upper = Some(Arc::new(sys::open_dir(u.raw(), OsStr::new("."))?));
+        }
+        let mut opaque = false;
+        if let Some(u) = &st.upper {
+            opaque = whiteout::is_opaque_dir(u.as_raw_fd());
+        }
+        if !opaque {
+            for (i, l) in self.lowers.iter().enumerate() {
+                let fd = sys::open_dir(l.raw(), OsStr::new("."))?;
+                let op = whiteout::is_opaque_dir(fd.as_raw_fd());
+                st.lowers.push((i, Arc::new(fd)));
+                if op {
+                    break;
+                }
+            }
+        }
+        let node = Node::new(1, FileType::Directory, st);
+        node.lookups.store(1 << 40, Ordering::Relaxed);
+        self.nodes.insert(node);
+        Ok(())
+    }
+
+    /// Name of an overlay xattr in the namespace we write (`<ns>.overlay.<what>`).
+    pub(crate) fn ovl_xattr(&self, what: &str) -> CString {
+        CString::new(format!("{}.overlay.{what}", self.ns)).expect("no NUL")
+    }
+
+    /// Name of a private rcl-fs xattr (`<ns>.rclfs.<what>`).
+    pub(crate) fn rcl_xattr(&self, what: &str) -> CString {
+        CString::new(format!("{}.rclfs.{what}", self.ns)).expect("no NUL")
+    }
+
+    /// The node with nodeid `ino`, or ENOENT... as an errno.
+    pub(crate) fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
+        self.nodes
+            .get(ino)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))
+    }
+
+    /// Checks a name given by the kernel: ENAMETOOLONG over 255 bytes; `.wh.` names hidden.
+    pub(crate) fn check_name(name: &OsStr) -> io::Result<()> {
+        if name.len() > 255 {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        Ok(())
+    }
+
+    fn read_origin(&self, fd: RawFd) -> Option<(u64, u64)> {
+        let v = sys::getxattr_fd(fd, &self.rcl_xattr("origin")).ok()??;
+        let s = std::str::from_utf8(&v).ok()?;
+        let (a, b) = s.split_once(':')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+
+    /// Resolves `name` inside the directory described by `parent` across all layers.
+    /// `Ok(None)` when it does not exist or is whited out.
+    pub(crate) fn resolve(&self, parent: &NodeState, name: &OsStr) -> io::Result<Option<Found>> {
+        if whiteout::is_wh_name(name) {
+            return Ok(None);
+        }
+        let mut f = Found {
+            lower_path: parent.lower_path.as_ref().map(|p| p.join(name)),
+            ..Default::default()
+        };
+        let mut stop = false;
+        let mut redirect: Option<PathBuf> = None;
+        if let Some(up) = &parent.upper {
+            let ufd = up.as_raw_fd();
+            match sys::lstatat_opt(ufd, name)? {
+                Some(st) if whiteout::is_whiteout(&st) => return Ok(None),
+                Some(st) if is_dir(&st) => {
+                    let fd = sys::open_dir(ufd, name)?;
+                    let raw = fd.as_raw_fd();
+                    if whiteout::is_opaque_dir(raw) {
+                        stop = true;
+                    } else if sys::xattr_is_y(raw, &self.rcl_xattr("redirect")) {
+                        if let Ok(Some(r)) = sys::getxattr_fd(raw, &self.ovl_xattr("redirect")) {
+                            if r.first() == Some(&b'/') {
+                                redirect = Some(PathBuf::from(OsStr::from_bytes(&r)));
+                            }
+                        }
+                    }
+                    f.origin = self.read_origin(raw);
+                    f.upper = Some((fd, st));
+                }
+                Some(st) => {
+                    let fd = sys::open_path(ufd, name)?;
+                    let raw = fd.as_raw_fd();
+                    f.origin = self.read_origin(raw);
+                    stop = true;
+                    if st.st_mode & libc::S_IFMT == libc::S_IFREG
+                        && matches!(
+                            sys::getxattr_fd(raw, &self.ovl_xattr("metacopy")),
+                            Ok(Some(_))
+                        )
+                    {
+                        f.metacopy = true;
+                        if let Ok(Some(p)) = sys::getxattr_fd(raw, &self.rcl_xattr("lower")) {
+                            redirect = Some(PathBuf::from(OsStr::from_bytes(&p)));
+                        } else {
+                            stop = false;
+                        }
+                    }
+                    f.upper = Some((fd, st));
+                }
+                None => {
+                    if whiteout::has_wh_file(ufd, name) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        if let Some(path) = redirect {
+            f.lower_path = Some(path.clone());
+            self.resolve_path_in_lowers(&path, &mut f)?;
+            if f.metacopy && f.lowers.is_empty() {
+                f.metacopy = false;
+            }
+            return Ok(Some(f));
+        }
+        if !stop {
+            for (li, lfd) in &parent.lowers {
+                let raw = lfd.as_raw_fd();
+                match sys::lstatat_opt(raw, name)? {
+                    Some(st) if whiteout::is_whiteout(&st) => break,
+                    Some(st) if is_dir(&st) => {
+                        if f.metacopy {
+                            break;
+                        }
+                        if let Some((_, ust)) = &f.upper {
+                            if !is_dir(ust) {
+                                break;
+                            }
+                        }
+                        let fd = sys::open_dir(raw, name)?;
+                        let op = whiteout::is_opaque_dir(fd.as_raw_fd());
+                        f.lowers.push((*li, fd, st));
+                        if op {
+                            break;
+                        }
+                    }
+                    Some(st) => {
+                        let first = f.upper.is_none() && f.lowers.is_empty();
+                        if first || (f.metacopy && f.lowers.is_empty()) {
+                            f.lowers.push((*li, sys::open_path(raw, name)?, st));
+                        }
+                        break;
+                    }
+                    None => {
+                        if whiteout::has_wh_file(raw, name) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if f.metacopy && f.lowers.is_empty() {
+            // The lower data is gone: show the upper as it is.
+            f.metacopy = false;
+        }
+        if f.upper.is_none() && f.lowers.is_empty() {
+            return Ok(None);
+        }
+        if let Some((_, ust)) = &f.upper {
+            if !is_dir(ust) && !f.metacopy {
+                f.lowers.clear();
+            }
+        } else if !is_dir(&f.lowers[0].2) {
+            // A lower-only hard-linked file already copied up through another alias.
+            self.attach_index(&mut f);
+        }
+        if f.lowers.is_empty() && f.upper.as_ref().is_some_and(|u| is_dir(&u.1)) {
+            f.lower_path = None;
+        }
+        Ok(Some(f))
+    }
+
+    /// Looks `path` (absolute, inside the lowers) up in every lower layer and merges.
+    fn resolve_path_in_lowers(&self, path: &Path, f: &mut Found) -> io::Result<()> {
+        let comps: Vec<&OsStr> = path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            return Ok(());
+        };
+        let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
+        'layers: for (li, layer) in self.lowers.iter().enumerate() {
+            let mut cur: Option<OwnedFd> = None;
+            for c in dirs {
+                let base = cur.as_ref().map(|c| c.as_raw_fd()).unwrap_or(layer.raw());
+                match sys::open_dir(base, c) {
+                    Ok(fd) => cur = Some(fd),
+                    Err(_) => continue 'layers,
+                }
+            }
+            let base = cur.as_ref().map(|c| c.as_raw_fd()).unwrap_or(layer.raw());
+            let Some(st) = sys::lstatat_opt(base, last)? else {
+                continue;
+            };
+            if whiteout::is_whiteout(&st) {
+                break;
+            }
+            if is_dir(&st) != want_dir {
+                break;
+            }
+            if want_dir {
+                let fd = sys::open_dir(base, last)?;
+                let op = whiteout::is_opaque_dir(fd.as_raw_fd());
+                f.lowers.push((li, fd, st));
+                if op {
+                    break;
+                }
+            } else {
+                f.lowers.push((li, sys::open_path(base, last)?, st));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Index entry name of a lower origin.
+    pub(crate) fn index_name(origin: (u64, u64)) -> String {
+        format!("{}-{}", origin.0, origin.1)
+    }
+
+    fn attach_index(&self, f: &mut Found) {
+        let st = f.lowers[0].2;
+        if st.st_nlink < 2 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return;
+        }
+        let Some(idx) = &self.index else { return };
+        let key = (st.st_dev, st.st_ino);
+        let name = Self::index_name(key);
+        if let Ok(Some(ist)) = sys::lstatat_opt(idx.as_raw_fd(), OsStr::new(&name)) {
+            if let Ok(fd) = sys::open_path(idx.as_raw_fd(), OsStr::new(&name)) {
+                f.upper = Some((fd, ist));
+                f.origin = Some(key);
+                f.lowers.clear();
+            }
+        }
+    }
+
+    /// The nodeid `f` gets (an existing live node's, or a composed or allocated number),
+    /// without inserting anything.
+    pub(crate) fn ino_for(&self, f: &Found) -> u64 {
+        let key = f.origin_key();
+        if let Some(&a) = self.nodes.alias.read().get(&key) {
+            if self.nodes.get(a).is_some() {
+                return a;
+            }
+        }
+        self.devs.compose(key.0, key.1).unwrap_or(0)
+    }
+
+    /// Finds or creates the node for a resolved entry and refreshes its layer state.
+    pub(crate) fn node_for(&self, parent: u64, name: &OsStr, f: Found) -> Arc<Node> {
+        let key = f.origin_key();
+        let kind = kind_of(f.stat().st_mode);
+        let mk_state = |f: Found| NodeState {
+            parent,
+            name: name.to_os_string(),
+            upper: f.upper.map(|u| Arc::new(u.0)),
+            lowers: f.lowers.into_iter().map(|l| (l.0, Arc::new(l.1))).collect(),
+            lower_path: f.lower_path,
+            metacopy: f.metacopy,
+            origin: key,
+            removed_links: 0,
+        };
+        let aliased = self.nodes.alias.read().get(&key).copied();
+        let candidate = aliased.or_else(|| self.devs.compose(key.0, key.1));
+        if let Some(ino) = candidate {
+            if let Some(n) = self.nodes.get(ino) {
+                if n.kind == kind
+                    && !n.unlinked.load(Ordering::Acquire)
+                    && n.st.read().origin == key
+                {
+                    let mut st = n.st.write();
+                    let keep_removed = st.removed_links;
+                    let mut new = mk_state(f);
+                    if kind == FileType::Directory || new.upper.is_some() || st.upper.is_none() {
+                        new.removed_links = keep_removed;
+                        if kind != FileType::Directory {
+                            // Hard links: keep the alias the node was last seen under.
+                            new.parent = parent;
+                        }
+                        *st = new;
+                    }
+                    drop(st);
+                    return n;
+                }
+            } else {
+                let node = Node::new(ino, kind, mk_state(f));
+                let n = self.nodes.insert(node);
+                if n.st.read().origin == key {
+                    return n;
+                }
+                // Lost a race to a different file: fall through with a fresh resolution is
+                // not possible (f moved), so hand out the winner's number only if it matches.
+                return n;
+            }
+        }
+        let ino = self.nodes.alloc();
+        self.nodes.alias.write().insert(key, ino);
+        self.nodes.insert(Node::new(ino, kind, mk_state(f)))
+    }
+
+    /// Resolves and returns the node (lookup count unchanged).
+    pub(crate) fn lookup_node(&self, parent: u64, name: &OsStr) -> io::Result<Arc<Node>> {
+        Self::check_name(name)?;
+        let p = self.node(parent)?;
+        if p.kind != FileType::Directory {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let st = p.st.read().clone();
+        let f = self
+            .resolve(&st, name)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        Ok(self.node_for(parent, name, f))
+    }
+
+    /// Attributes of a node, from a fresh stat of its layers.
+    pub(crate) fn attr(&self, node: &Node) -> io::Result<FileAttr> {
+        let st = node.st.read();
+        let fd = st
+            .meta_fd()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        let s = sys::fstat(fd)?;
+        let mut blocks = s.st_blocks as u64;
+        if st.metacopy {
+            if let Some(d) = st.data_fd() {
+                if let Ok(ds) = sys::fstat(d) {
+                    blocks = ds.st_blocks as u64;
+                }
+            }
+        }
+        let mut nlink = s.st_nlink as u32;
+        if node.kind == FileType::Directory {
+            if self.cfg.static_nlink || st.is_merged() {
+                nlink = 1;
+            }
+        } else if st.upper.is_none() {
+            nlink = nlink.saturating_sub(st.removed_links);
+        } else if st.origin != (s.st_dev, s.st_ino) && nlink > 1 {
+            // A copied-up hard link kept in the index: its logical link count is recorded.
+            if let Some(n) = self.logical_nlink(fd) {
+                nlink = n;
+            }
+        }
+        if node.unlinked.load(Ordering::Acquire) {
+            nlink = 0;
+        }
+        let uid = self
+            .cfg
+            .squash_uid
+            .unwrap_or_else(|| self.cfg.uid_mapping.to_container(s.st_uid));
+        let gid = self
+            .cfg
+            .squash_gid
+            .unwrap_or_else(|| self.cfg.gid_mapping.to_container(s.st_gid));
+        Ok(FileAttr {
+            ino: fuser::INodeNo(node.ino),
+            size: s.st_size as u64,
+            blocks,
+            atime: systime(s.st_atime, s.st_atime_nsec),
+            mtime: systime(s.st_mtime, s.st_mtime_nsec),
+            ctime: systime(s.st_ctime, s.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind: node.kind,
+            perm: (s.st_mode & 0o7777) as u16,
+            nlink,
+            uid,
+            gid,
+            rdev: s.st_rdev as u32,
+            blksize: s.st_blksize as u32,
+            flags: 0,
+        })
+    }
+
+    /// The logical link count recorded on an indexed upper file, if any.
+    pub(crate) fn logical_nlink(&self, fd: RawFd) -> Option<u32> {
+        let v = sys::getxattr_fd(fd, &self.rcl_xattr("nlink")).ok()??;
+        std::str::from_utf8(&v).ok()?.parse().ok()
+    }
+
+    /// Adds `delta` to the logical link count of an indexed upper file; returns the new count.
+    pub(crate) fn adjust_nlink(&self, fd: RawFd, delta: i64) -> Option<u32> {
+        let n = self.logical_nlink(fd)?;
+        let new = (n as i64 + delta).max(0) as u32;
+        let _ = sys::setxattr_fd(fd, &self.rcl_xattr("nlink"), new.to_string().as_bytes(), 0);
+        Some(new)
+    }
+
+    /// Host uid for an id given through the mount (EINVAL when unmapped).
+    pub(crate) fn host_uid(&self, uid: u32) -> io::Result<u32> {
+        self.cfg
+            .uid_mapping
+            .to_host(uid)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    /// Host gid for an id given through the mount (EINVAL when unmapped).
+    pub(crate) fn host_gid(&self, gid: u32) -> io::Result<u32> {
+        self.cfg
+            .gid_mapping
+            .to_host(gid)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    /// A unique temporary name for the work dir.
+    pub(crate) fn tmp_name(&self) -> std::ffi::OsString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        format!("tmp-{}-{n}", std::process::id()).into()
+    }
+
+    /// The work dir fd (EROFS without an upper).
+    pub(crate) fn work_fd(&self) -> io::Result<RawFd> {
+        self.work
+            .as_ref()
+            .map(|w| w.as_raw_fd())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EROFS))
+    }
+
+    /// True when a whiteout is written as `.wh.` files.
+    pub(crate) fn wh_files(&self) -> bool {
+        self.cfg.whiteout_format == WhiteoutFormat::WhFiles
+    }
+
+    /// True when any lower layer of the directory `parent` shows `name` (so removing or
+    /// renaming it away needs a whiteout).
+    pub(crate) fn lower_has(&self, parent: &NodeState, name: &OsStr) -> bool {
+        for (_, lfd) in &parent.lowers {
+            match sys::lstatat_opt(lfd.as_raw_fd(), name) {
+                Ok(Some(st)) => return !whiteout::is_whiteout(&st),
+                _ => {
+                    if whiteout::has_wh_file(lfd.as_raw_fd(), name) {
+                        return false;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Recursively removes `dir/name` (a tree in the work dir).
+    pub(crate) fn remove_tree(dir: RawFd, name: &OsStr) -> io::Result<()> {
+        match sys::lstatat_opt(dir, name)? {
+            None => Ok(()),
+            Some(st) if is_dir(&st) => {
+                let fd = sys::open_dir(dir, name)?;
+                for e in sys::read_dir(fd.as_raw_fd())? {
+                    Self::remove_tree(fd.as_raw_fd(), &e.name)?;
+                }
+                sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
+            }
+            Some(_) => sys::unlinkat(dir, name, 0),
+        }
+    }
+}
+
+fn clean_work(wfd: RawFd) -> io::Result<()> {
+    for e in sys::read_dir(wfd)? {
+        if e.name == INDEX_SUBDIR {
+            continue;
+        }
+        UnionFs::remove_tree(wfd, &e.name)?;
+    }
+    Ok(())
+}
+
+fn probe_trusted(wfd: RawFd) -> &'static str {
+    let name = OsStr::new("xattr-probe");
+    let _ = sys::unlinkat(wfd, name, 0);
+    let Ok(fd) = sys::openat(
+        wfd,
+        name,
+        libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+        0o600,
+    ) else {
+        return "user";
+    };
+    let ok = sys::setxattr_fd(fd.as_raw_fd(), c"trusted.rclfs.probe", b"1", 0).is_ok();
+    let _ = sys::unlinkat(wfd, name, 0);
+    if ok {
+        "trusted"
+    } else {
+        "user"
+    }
+}

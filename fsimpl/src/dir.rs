@@ -1,0 +1,80 @@
+//! Merged directory listings.
+
+use crate::core::{kind_of_dtype, UnionFs};
+use crate::node::NodeState;
+use crate::{sys, whiteout};
+use fuser::FileType;
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+
+impl UnionFs {
+    /// Every visible entry of the directory described by `st` (without `.` and `..`):
+    /// upper first, then lowers; whiteouts (every format) hide names of the layers below.
+    pub(crate) fn list_dir(&self, st: &NodeState) -> io::Result<Vec<(OsString, FileType)>> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let layers = st.upper.iter().chain(st.lowers.iter().map(|l| &l.1));
+        for fd in layers {
+            let raw = fd.as_raw_fd();
+            let ents = sys::read_dir(raw)?;
+            let mut hide = Vec::new();
+            for e in ents {
+                let n = e.name.as_bytes();
+                if n.starts_with(whiteout::WH_PREFIX) {
+                    if e.name != whiteout::WH_OPAQUE {
+                        hide.push(OsStr::from_bytes(&n[whiteout::WH_PREFIX.len()..]).to_owned());
+                    }
+                    continue;
+                }
+                if seen.contains(&e.name) {
+                    continue;
+                }
+                let mut dtype = e.dtype;
+                if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
+                    if let Ok(Some(s)) = sys::lstatat_opt(raw, &e.name) {
+                        if whiteout::is_whiteout(&s) {
+                            seen.insert(e.name);
+                            continue;
+                        }
+                        dtype = dtype_of(s.st_mode);
+                    }
+                }
+                seen.insert(e.name.clone());
+                out.push((e.name, kind_of_dtype(dtype)));
+            }
+            for h in hide {
+                seen.insert(h);
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when the directory described by `st` shows no entry at all.
+    pub(crate) fn dir_is_empty(&self, st: &NodeState) -> io::Result<bool> {
+        Ok(self.list_dir(st)?.is_empty())
+    }
+
+    /// Removes whiteouts (and `.wh.` files) from an upper directory that is logically empty,
+    /// so that it can be replaced or removed.
+    pub(crate) fn clear_upper_dir(fd: std::os::fd::RawFd) -> io::Result<()> {
+        for e in sys::read_dir(fd)? {
+            Self::remove_tree(fd, &e.name)?;
+        }
+        Ok(())
+    }
+}
+
+fn dtype_of(mode: u32) -> u8 {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => libc::DT_DIR,
+        libc::S_IFLNK => libc::DT_LNK,
+        libc::S_IFCHR => libc::DT_CHR,
+        libc::S_IFBLK => libc::DT_BLK,
+        libc::S_IFIFO => libc::DT_FIFO,
+        libc::S_IFSOCK => libc::DT_SOCK,
+        _ => libc::DT_REG,
+    }
+}

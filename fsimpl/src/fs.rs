@@ -1,0 +1,1059 @@
+//! The [`fuser::Filesystem`] implementation: decodes requests, calls the layer logic, replies.
+
+use crate::copyup::CopyMode;
+use crate::core::{DirHandle, Handle, UnionFs};
+use crate::node::Node;
+use crate::ops::Creator;
+use crate::{sys, xattr};
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Entry and attribute validity: the server is the only writer of its layers.
+const TTL: Duration = Duration::from_secs(3600);
+
+fn e(err: io::Error) -> Errno {
+    Errno::from(err)
+}
+
+fn eno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let mut s = -(d.as_secs() as i64);
+                    let mut n = d.subsec_nanos() as i64;
+                    if n > 0 {
+                        s -= 1;
+                        n = 1_000_000_000 - n;
+                    }
+                    (s, n)
+                }
+            };
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
+        }
+    }
+}
+
+/// The changes a setattr asks for.
+struct SetAttr {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+    fh: Option<FileHandle>,
+}
+
+impl UnionFs {
+    fn entry(&self, node: &Arc<Node>, reply: ReplyEntry) {
+        match self.attr(node) {
+            Ok(a) => {
+                node.lookups.fetch_add(1, Ordering::AcqRel);
+                reply.entry(&TTL, &a, Generation(0));
+            }
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn ro(&self) -> Option<Errno> {
+        self.upper.is_none().then_some(Errno::EROFS)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        self.handles.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens `node` for I/O with `flags`, copying up first when writing.
+    fn open_node(&self, node: &Arc<Node>, flags: i32) -> io::Result<Handle> {
+        let acc = flags & libc::O_ACCMODE;
+        let trunc = flags & libc::O_TRUNC != 0;
+        if acc != libc::O_RDONLY || trunc {
+            if self.upper.is_none() {
+                return Err(eno(libc::EROFS));
+            }
+            self.copy_up(
+                node,
+                if trunc {
+                    CopyMode::Empty
+                } else {
+                    CopyMode::Full
+                },
+            )?;
+        }
+        let fd = {
+            let st = node.st.read();
+            st.data_fd().ok_or_else(|| eno(libc::ESTALE))?
+        };
+        let mut flags = flags & !libc::O_NOFOLLOW;
+        if self.writeback.load(Ordering::Relaxed) {
+            // The kernel's page cache may read around partial writes and tracks the append
+            // offset itself.
+            if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            flags &= !libc::O_APPEND;
+        }
+        let f = sys::reopen(fd, flags)?;
+        Ok(Handle {
+            fd: f,
+            node: node.clone(),
+            passthrough: false,
+        })
+    }
+
+    /// Registers an open handle; when passthrough is on, attaches the node's shared backing
+    /// id (made now from this handle's file if none is in use). Returns (fh, flags, backing).
+    fn finish_open(
+        &self,
+        mut h: Handle,
+        writing: bool,
+        open_backing: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> io::Result<(u64, FopenFlags, Option<Arc<fuser::BackingId>>)> {
+        let fh = self.new_fh();
+        let mut flags = FopenFlags::empty();
+        let mut backing = None;
+        if self.passthrough.load(Ordering::Relaxed) && h.node.kind == FileType::RegularFile {
+            let from_upper = {
+                let st = h.node.st.read();
+                st.upper.is_some() && !st.metacopy
+            };
+            let mut b = h.node.backing.lock();
+            match &b.id {
+                Some((id, up)) if *up == from_upper => backing = Some(id.clone()),
+                Some(_) => {
+                    // The kernel allows one backing file per inode: a handle on the lower
+                    // copy is still open while this one needs the upper copy.
+                    return Err(eno(libc::ETXTBSY));
+                }
+                None => match open_backing(&h.fd) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        b.id = Some((id.clone(), from_upper));
+                        backing = Some(id);
+                    }
+                    Err(err) => {
+                        if err.raw_os_error() == Some(libc::EPERM) {
+                            log::info!("passthrough not permitted; serving I/O in the daemon");
+                            self.passthrough.store(false, Ordering::Relaxed);
+                        }
+                    }
+                },
+            }
+            if backing.is_some() {
+                b.users += 1;
+                h.passthrough = true;
+            }
+        }
+        if backing.is_none() && !writing {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        self.handles.write().insert(fh, Arc::new(h));
+        Ok((fh, flags, backing))
+    }
+
+    fn do_setattr(&self, node: &Arc<Node>, a: SetAttr) -> io::Result<FileAttr> {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh,
+        } = a;
+        if self.upper.is_none() {
+            return Err(eno(libc::EROFS));
+        }
+        let cmode = if let Some(s) = size {
+            if s == 0 {
+                CopyMode::Empty
+            } else {
+                CopyMode::Full
+            }
+        } else if self.cfg.metacopy && node.kind == FileType::RegularFile {
+            CopyMode::Meta
+        } else {
+            CopyMode::Full
+        };
+        self.copy_up(node, cmode)?;
+        let (up, parent, name) = {
+            let st = node.st.read();
+            (
+                st.upper.clone().ok_or_else(|| eno(libc::EIO))?,
+                st.parent,
+                st.name.clone(),
+            )
+        };
+        let raw = up.as_raw_fd();
+        if uid.is_some() || gid.is_some() {
+            let u = uid
+                .map(|u| self.host_uid(u))
+                .transpose()?
+                .unwrap_or(u32::MAX);
+            let g = gid
+                .map(|g| self.host_gid(g))
+                .transpose()?
+                .unwrap_or(u32::MAX);
+            sys::fchown_fd(raw, u, g)?;
+        }
+        if let Some(m) = mode {
+            if node.kind != FileType::Symlink {
+                sys::fchmod_fd(raw, m)?;
+            }
+        }
+        if let Some(s) = size {
+            let handle = fh.and_then(|f| self.handles.read().get(&f.0).cloned());
+            match handle {
+                Some(h) if h.fd.as_raw_fd() >= 0 && Arc::ptr_eq(&h.node, node) => {
+                    match sys::ftruncate(h.fd.as_raw_fd(), s) {
+                        Ok(()) => {}
+                        Err(_) => {
+                            let f = sys::reopen(raw, libc::O_WRONLY)?;
+                            sys::ftruncate(f.as_raw_fd(), s)?;
+                        }
+                    }
+                }
+                _ => {
+                    let f = sys::reopen(raw, libc::O_WRONLY)?;
+                    sys::ftruncate(f.as_raw_fd(), s)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let ts = [timespec(atime), timespec(mtime)];
+            if node.kind == FileType::Symlink {
+                let pfd = self.upper_dir(parent)?;
+                sys::utimensat(pfd.as_raw_fd(), &name, &ts)?;
+            } else {
+                sys::utimens_fd(raw, &ts)?;
+            }
+        }
+        self.attr(node)
+    }
+
+    fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if value.len() > size as usize {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(value);
+        }
+    }
+
+    fn fill_dir(
+        &self,
+        ino: u64,
+        fh: FileHandle,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, FileType, &OsStr, Option<&Arc<Node>>) -> bool,
+        plus: bool,
+    ) -> io::Result<()> {
+        let dh = self
+            .dirs
+            .read()
+            .get(&fh.0)
+            .cloned()
+            .ok_or_else(|| eno(libc::EBADF))?;
+        let node = self.node(ino)?;
+        let st = node.st.read().clone();
+        for (i, (name, kind)) in dh.entries.iter().enumerate().skip(offset as usize) {
+            let off = i as u64 + 1;
+            if i < 2 {
+                let eino = if i == 0 { ino } else { st.parent };
+                let n = self.nodes.get(eino);
+                if add(eino, off, FileType::Directory, name, n.as_ref()) {
+                    break;
+                }
+                continue;
+            }
+            let Ok(Some(f)) = self.resolve(&st, name) else {
+                continue;
+            };
+            if plus {
+                let n = self.node_for(ino, name, f);
+                if add(n.ino, off, n.kind, name, Some(&n)) {
+                    break;
+                }
+            } else {
+                let mut eino = self.ino_for(&f);
+                if eino == 0 {
+                    eino = self.node_for(ino, name, f).ino;
+                }
+                if add(eino, off, *kind, name, None) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when this process runs in the initial user namespace (identity uid map).
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f == ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
+}
+
+impl Filesystem for UnionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let want = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_MAX_PAGES;
+        let have = config.capabilities();
+        let _ = config.add_capabilities(want & have);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let _ = config.set_time_granularity(Duration::from_nanos(1));
+        let mut pt = false;
+        // open_backing needs CAP_SYS_ADMIN in the initial user namespace: do not ask for
+        // passthrough where it cannot work, so that the writeback cache can be had instead.
+        let may_pt = self.cfg.passthrough == crate::Passthrough::On
+            || (nix::unistd::geteuid().is_root() && in_initial_userns());
+        if self.cfg.passthrough != crate::Passthrough::Off
+            && may_pt
+            && have.contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            pt = true;
+        }
+        self.passthrough.store(pt, Ordering::Relaxed);
+        if self.cfg.passthrough == crate::Passthrough::On && !pt {
+            return Err(io::Error::other("FUSE passthrough is not available"));
+        }
+        if !pt
+            && self.upper.is_some()
+            && have.contains(InitFlags::FUSE_WRITEBACK_CACHE)
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok()
+        {
+            self.writeback.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.lookup_node(parent.0, name) {
+            Ok(n) => self.entry(&n, reply),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                let neg = FileAttr {
+                    ino: INodeNo(0),
+                    size: 0,
+                    blocks: 0,
+                    atime: UNIX_EPOCH,
+                    mtime: UNIX_EPOCH,
+                    ctime: UNIX_EPOCH,
+                    crtime: UNIX_EPOCH,
+                    kind: FileType::RegularFile,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: 0,
+                    flags: 0,
+                };
+                reply.entry(&TTL, &neg, Generation(0));
+            }
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 == 1 {
+            return;
+        }
+        if let Some(n) = self.nodes.get(ino.0) {
+            let prev = n
+                .lookups
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    Some(v.saturating_sub(nlookup))
+                })
+                .unwrap_or(0);
+            if prev <= nlookup {
+                self.nodes.remove_if_unused(ino.0);
+            }
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino.0).and_then(|n| self.attr(&n)) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = self.node(ino.0).and_then(|n| {
+            let a = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+                fh,
+            };
+            self.do_setattr(&n, a)
+        });
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self.node(ino.0).and_then(|n| {
+            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            sys::readlink_fd(fd)
+        });
+        match r {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let who = Creator {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let kind = crate::core::kind_of(mode);
+        let perm = mode & !umask & 0o7777;
+        let r = self.create_obj(parent.0, name, kind, perm, who, |d, n| {
+            sys::mknodat(d, n, (mode & libc::S_IFMT) | 0o600, rdev as u64)
+        });
+        match r {
+            Ok(n) => self.entry(&n, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let who = Creator {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let perm = mode & !umask & 0o7777;
+        let r = self.create_obj(parent.0, name, FileType::Directory, perm, who, |d, n| {
+            sys::mkdirat(d, n, 0o700)
+        });
+        match r {
+            Ok(n) => self.entry(&n, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        match self.do_unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        match self.do_rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let who = Creator {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let r = self.create_obj(
+            parent.0,
+            link_name,
+            FileType::Symlink,
+            0o777,
+            who,
+            |d, n| sys::symlinkat(target.as_os_str(), d, n),
+        );
+        match r {
+            Ok(n) => self.entry(&n, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        match self.do_rename(parent.0, name, newparent.0, newname, flags.bits()) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        match self.do_link(ino.0, newparent.0, newname) {
+            Ok(n) => self.entry(&n, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        match self.node(ino.0).and_then(|n| self.open_node(&n, flags.0)) {
+            Ok(h) => match self.finish_open(h, writing, |fd| reply.open_backing(fd)) {
+                Ok((fh, fl, Some(id))) => reply.opened_passthrough(FileHandle(fh), fl, &id),
+                Ok((fh, fl, None)) => reply.opened(FileHandle(fh), fl),
+                Err(err) => reply.error(e(err)),
+            },
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(x) => return reply.error(x),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match sys::pread(h.fd.as_raw_fd(), &mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(err) => {
+                    if got == 0 {
+                        return reply.error(e(err));
+                    }
+                    break;
+                }
+            }
+        }
+        reply.data(&buf[..got]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(x) => return reply.error(x),
+        };
+        match sys::pwrite(h.fd.as_raw_fd(), data, offset) {
+            Ok(n) => reply.written(n as u32),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = self.handles.write().remove(&fh.0) {
+            if h.passthrough {
+                let mut b = h.node.backing.lock();
+                b.users = b.users.saturating_sub(1);
+                if b.users == 0 {
+                    b.id = None;
+                }
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.handle(fh) {
+            Ok(h) => match sys::fsync(h.fd.as_raw_fd(), datasync) {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(e(err)),
+            },
+            Err(x) => reply.error(x),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.node(ino.0).and_then(|n| {
+            if n.kind != FileType::Directory {
+                return Err(eno(libc::ENOTDIR));
+            }
+            let st = n.st.read().clone();
+            let mut entries = vec![
+                (".".into(), FileType::Directory),
+                ("..".into(), FileType::Directory),
+            ];
+            entries.extend(self.list_dir(&st)?);
+            Ok(entries)
+        });
+        match r {
+            Ok(entries) => {
+                let fh = self.new_fh();
+                self.dirs
+                    .write()
+                    .insert(fh, Arc::new(DirHandle { entries }));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.fill_dir(
+            ino.0,
+            fh,
+            offset,
+            |eino, off, kind, name, _| reply.add(INodeNo(eino), off, kind, name),
+            false,
+        );
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.fill_dir(
+            ino.0,
+            fh,
+            offset,
+            |eino, off, _kind, name, node| {
+                let Some(n) = node else {
+                    // `..` of the root or a forgotten parent: plain entry without attributes.
+                    return false;
+                };
+                let Ok(a) = self.attr(n) else {
+                    return false;
+                };
+                let dot = name == "." || name == "..";
+                let full = reply.add(INodeNo(eino), off, name, &TTL, &a, Generation(0));
+                if !full && !dot {
+                    n.lookups.fetch_add(1, Ordering::AcqRel);
+                }
+                full
+            },
+            true,
+        );
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.write().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.node(ino.0).and_then(|n| {
+            if let Some(u) = n.st.read().upper.clone() {
+                sys::fsync(u.as_raw_fd(), datasync)?;
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let fd = self
+            .upper
+            .as_ref()
+            .map(|u| u.raw())
+            .unwrap_or_else(|| self.lowers[0].raw());
+        match sys::fstatvfs(fd) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let r = (|| -> io::Result<()> {
+            let c = sys::cstr(name)?;
+            if xattr::is_private(c.to_bytes()) {
+                return Err(eno(libc::EPERM));
+            }
+            if self.cfg.noacl && xattr::is_acl(c.to_bytes()) {
+                return Err(eno(libc::EOPNOTSUPP));
+            }
+            let n = self.node(ino.0)?;
+            let mode = if self.cfg.metacopy && n.kind == FileType::RegularFile {
+                CopyMode::Meta
+            } else {
+                CopyMode::Full
+            };
+            self.copy_up(&n, mode)?;
+            let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
+            sys::setxattr_fd(up.as_raw_fd(), &c, value, flags)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = (|| -> io::Result<Vec<u8>> {
+            let c = sys::cstr(name)?;
+            if xattr::hidden(&c, self.cfg.noacl) {
+                return Err(eno(libc::ENODATA));
+            }
+            let n = self.node(ino.0)?;
+            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
+        })();
+        match r {
+            Ok(v) => Self::xattr_reply(&v, size, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = (|| -> io::Result<Vec<u8>> {
+            let n = self.node(ino.0)?;
+            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let mut out = Vec::new();
+            for name in sys::listxattr_fd(fd)? {
+                if xattr::hidden(&name, self.cfg.noacl) {
+                    continue;
+                }
+                out.extend_from_slice(name.as_bytes_with_nul());
+            }
+            Ok(out)
+        })();
+        match r {
+            Ok(v) => Self::xattr_reply(&v, size, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let r = (|| -> io::Result<()> {
+            let c: CString = sys::cstr(name)?;
+            if xattr::hidden(&c, self.cfg.noacl) {
+                return Err(eno(libc::ENODATA));
+            }
+            let n = self.node(ino.0)?;
+            {
+                let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+                if sys::getxattr_fd(fd, &c)?.is_none() {
+                    return Err(eno(libc::ENODATA));
+                }
+            }
+            let mode = if self.cfg.metacopy && n.kind == FileType::RegularFile {
+                CopyMode::Meta
+            } else {
+                CopyMode::Full
+            };
+            self.copy_up(&n, mode)?;
+            let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
+            sys::removexattr_fd(up.as_raw_fd(), &c)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let who = Creator {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let perm = mode & !umask & 0o7777;
+        let r = self
+            .create_obj(parent.0, name, FileType::RegularFile, perm, who, |d, n| {
+                sys::openat(d, n, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600).map(drop)
+            })
+            .and_then(|n| {
+                let h =
+                    self.open_node(&n, flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC))?;
+                Ok((n, h))
+            });
+        match r {
+            Ok((n, h)) => match self.attr(&n) {
+                Ok(a) => match self.finish_open(h, true, |fd| reply.open_backing(fd)) {
+                    Ok((fh, fl, id)) => {
+                        n.lookups.fetch_add(1, Ordering::AcqRel);
+                        let fh = FileHandle(fh);
+                        match id {
+                            Some(id) => {
+                                reply.created_passthrough(&TTL, &a, Generation(0), fh, fl, &id)
+                            }
+                            None => reply.created(&TTL, &a, Generation(0), fh, fl),
+                        }
+                    }
+                    Err(err) => reply.error(e(err)),
+                },
+                Err(err) => reply.error(e(err)),
+            },
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.handle(fh) {
+            Ok(h) => match sys::fallocate(h.fd.as_raw_fd(), mode, offset, length) {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(e(err)),
+            },
+            Err(x) => reply.error(x),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.handle(fh) {
+            Ok(h) => match sys::lseek(h.fd.as_raw_fd(), offset, whence) {
+                Ok(o) => reply.offset(o),
+                Err(err) => reply.error(e(err)),
+            },
+            Err(x) => reply.error(x),
+        }
+    }
+}

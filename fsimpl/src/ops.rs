@@ -1,0 +1,475 @@
+//! Namespace-changing operations: create, mkdir, mknod, symlink, link, unlink, rmdir, rename.
+
+use crate::core::{is_dir, UnionFs};
+use crate::node::{Fd, Node, NodeState};
+use crate::{sys, whiteout};
+use fuser::FileType;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+fn err(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// Where a new name goes in the upper layer.
+pub(crate) struct Slot {
+    /// Upper parent directory.
+    pub pfd: Fd,
+    /// A char 0/0 whiteout occupies the name in the upper layer.
+    pub over_whiteout: bool,
+    /// A `.wh.NAME` file hides the name in the upper layer.
+    pub wh_file: bool,
+}
+
+/// Who creates a new object.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Creator {
+    /// Requesting uid (mount view).
+    pub uid: u32,
+    /// Requesting gid (mount view).
+    pub gid: u32,
+}
+
+impl UnionFs {
+    /// Checks that `parent/name` can be created and finds what occupies it in the upper layer.
+    pub(crate) fn slot(&self, parent: u64, name: &OsStr) -> io::Result<Slot> {
+        Self::check_name(name)?;
+        if whiteout::is_wh_name(name) {
+            return Err(err(libc::EPERM));
+        }
+        let pnode = self.node(parent)?;
+        let pfd = self.upper_dir(parent)?;
+        let pst = pnode.st.read().clone();
+        if self.resolve(&pst, name)?.is_some() {
+            return Err(err(libc::EEXIST));
+        }
+        let over_whiteout = matches!(
+            sys::lstatat_opt(pfd.as_raw_fd(), name)?,
+            Some(st) if whiteout::is_whiteout(&st)
+        );
+        let wh_file = whiteout::has_wh_file(pfd.as_raw_fd(), name);
+        Ok(Slot {
+            pfd,
+            over_whiteout,
+            wh_file,
+        })
+    }
+
+    /// Creates a new object at `parent/name` with `build(dir, name)`, owned by the creator
+    /// with `perm`, replacing a whiteout atomically; a directory created over a whiteout is
+    /// made opaque. Returns the new node (lookup count unchanged).
+    pub(crate) fn create_obj(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        kind: FileType,
+        perm: u32,
+        who: Creator,
+        build: impl FnOnce(RawFd, &OsStr) -> io::Result<()>,
+    ) -> io::Result<Arc<Node>> {
+        let slot = self.slot(parent, name)?;
+        let pfd = slot.pfd.as_raw_fd();
+        let pst = sys::fstat(pfd)?;
+        let uid = self.host_uid(who.uid)?;
+        let mut perm = perm & 0o7777;
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            if kind == FileType::Directory {
+                perm |= libc::S_ISGID;
+            }
+            pst.st_gid
+        } else {
+            self.host_gid(who.gid)?
+        };
+        let direct = !slot.over_whiteout;
+        let (dir, bname) = if direct {
+            (pfd, name.to_os_string())
+        } else {
+            (self.work_fd()?, self.tmp_name())
+        };
+        build(dir, &bname)?;
+        let finish = || -> io::Result<()> {
+            let fd = sys::open_path(dir, &bname)?;
+            sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
+            if kind != FileType::Symlink {
+                sys::fchmod_fd(fd.as_raw_fd(), perm)?;
+            }
+            if kind == FileType::Directory && (slot.over_whiteout || slot.wh_file) {
+                self.set_opaque(dir, &bname)?;
+            }
+            if !direct {
+                if kind == FileType::Directory {
+                    sys::renameat2(dir, &bname, pfd, name, libc::RENAME_EXCHANGE)?;
+                    sys::unlinkat(dir, &bname, 0)?;
+                } else {
+                    sys::renameat2(dir, &bname, pfd, name, 0)?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = finish() {
+            let _ = Self::remove_tree(dir, &bname);
+            return Err(e);
+        }
+        if slot.wh_file {
+            let _ = sys::unlinkat(pfd, &whiteout::wh_name(name), 0);
+        }
+        self.lookup_node(parent, name)
+    }
+
+    /// Marks directory `dir/name` opaque in the configured format.
+    pub(crate) fn set_opaque(&self, dir: RawFd, name: &OsStr) -> io::Result<()> {
+        let fd = sys::open_dir(dir, name)?;
+        if self.wh_files() {
+            sys::openat(
+                fd.as_raw_fd(),
+                OsStr::new(whiteout::WH_OPAQUE),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o600,
+            )
+            .map(drop)
+        } else {
+            sys::setxattr_fd(fd.as_raw_fd(), &self.ovl_xattr("opaque"), b"y", 0)
+        }
+    }
+
+    /// Writes a whiteout for `name` into upper dir `pfd` (where nothing real is).
+    fn write_whiteout(&self, pfd: RawFd, name: &OsStr) -> io::Result<()> {
+        if self.wh_files() {
+            whiteout::create_wh_file(pfd, name)
+        } else {
+            match whiteout::mknod_whiteout(pfd, name) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    // A stale whiteout already there.
+                    Ok(())
+                }
+                r => r,
+            }
+        }
+    }
+
+    /// Moves the real upper entry `pfd/name` into the work dir (leaving a whiteout in its
+    /// place when `whiteout` is set, atomically when the fs allows) and returns its temp name.
+    fn take_out(&self, pfd: RawFd, name: &OsStr, whiteout: bool) -> io::Result<std::ffi::OsString> {
+        let w = self.work_fd()?;
+        let tmp = self.tmp_name();
+        if whiteout && !self.wh_files() {
+            match sys::renameat2(pfd, name, w, &tmp, libc::RENAME_WHITEOUT) {
+                Ok(()) => return Ok(tmp),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        sys::renameat2(pfd, name, w, &tmp, 0)?;
+        if whiteout {
+            self.write_whiteout(pfd, name)?;
+        }
+        Ok(tmp)
+    }
+
+    fn note_removed(&self, node: &Arc<Node>) {
+        let mut st = node.st.write();
+        let gone = if node.kind == FileType::Directory {
+            true
+        } else if let Some(u) = &st.upper {
+            match self.adjust_nlink(u.as_raw_fd(), -1) {
+                Some(n) => n == 0,
+                None => sys::fstat(u.as_raw_fd())
+                    .map(|s| s.st_nlink == 0)
+                    .unwrap_or(true),
+            }
+        } else {
+            st.removed_links += 1;
+            st.lowers
+                .first()
+                .and_then(|l| sys::fstat(l.1.as_raw_fd()).ok())
+                .is_none_or(|s| s.st_nlink as u32 <= st.removed_links)
+        };
+        drop(st);
+        if gone {
+            node.unlinked.store(true, Ordering::Release);
+        }
+    }
+
+    /// unlink(2).
+    pub(crate) fn do_unlink(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+        Self::check_name(name)?;
+        let pnode = self.node(parent)?;
+        let pst = pnode.st.read().clone();
+        let f = self.resolve(&pst, name)?.ok_or_else(|| err(libc::ENOENT))?;
+        if is_dir(f.stat()) {
+            return Err(err(libc::EISDIR));
+        }
+        let node = self.node_for(parent, name, f);
+        let pfd = self.upper_dir(parent)?;
+        let pfd = pfd.as_raw_fd();
+        let need_wh = self.lower_has(&pst, name);
+        match sys::lstatat_opt(pfd, name)? {
+            Some(st) if !whiteout::is_whiteout(&st) => {
+                if need_wh {
+                    let tmp = self.take_out(pfd, name, true)?;
+                    sys::unlinkat(self.work_fd()?, &tmp, 0)?;
+                } else {
+                    sys::unlinkat(pfd, name, 0)?;
+                }
+            }
+            _ => self.write_whiteout(pfd, name)?,
+        }
+        self.note_removed(&node);
+        Ok(())
+    }
+
+    /// rmdir(2).
+    pub(crate) fn do_rmdir(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+        Self::check_name(name)?;
+        let pnode = self.node(parent)?;
+        let pst = pnode.st.read().clone();
+        let f = self.resolve(&pst, name)?.ok_or_else(|| err(libc::ENOENT))?;
+        if !is_dir(f.stat()) {
+            return Err(err(libc::ENOTDIR));
+        }
+        let node = self.node_for(parent, name, f);
+        let nst = node.st.read().clone();
+        if !self.dir_is_empty(&nst)? {
+            return Err(err(libc::ENOTEMPTY));
+        }
+        let pfd = self.upper_dir(parent)?;
+        let pfd = pfd.as_raw_fd();
+        let need_wh = self.lower_has(&pst, name);
+        match sys::lstatat_opt(pfd, name)? {
+            Some(st) if is_dir(&st) => {
+                let tmp = self.take_out(pfd, name, need_wh)?;
+                Self::remove_tree(self.work_fd()?, &tmp)?;
+            }
+            Some(st) if !whiteout::is_whiteout(&st) => return Err(err(libc::ENOTDIR)),
+            _ => {
+                if need_wh {
+                    self.write_whiteout(pfd, name)?;
+                }
+            }
+        }
+        self.note_removed(&node);
+        Ok(())
+    }
+
+    /// After a directory moved to a new name: give it a redirect to its lower origin (when it
+    /// has lower content) or make it opaque (when it is upper-only and the new name has lower
+    /// entries), so that the new name never merges foreign lower children.
+    fn fix_moved_dir(&self, node: &Arc<Node>, dst_has_lower: bool) -> io::Result<()> {
+        let st = node.st.read().clone();
+        let Some(up) = st.upper.clone() else {
+            return Ok(());
+        };
+        let raw = up.as_raw_fd();
+        if !st.lowers.is_empty() {
+            if !sys::xattr_is_y(raw, &self.rcl_xattr("redirect")) {
+                let lp = st.lower_path.clone().ok_or_else(|| err(libc::EXDEV))?;
+                use std::os::unix::ffi::OsStrExt;
+                sys::setxattr_fd(
+                    raw,
+                    &self.ovl_xattr("redirect"),
+                    lp.as_os_str().as_bytes(),
+                    0,
+                )?;
+                sys::setxattr_fd(raw, &self.rcl_xattr("redirect"), b"y", 0)?;
+            }
+        } else if dst_has_lower && !whiteout::is_opaque_dir(raw) {
+            if self.wh_files() {
+                sys::openat(
+                    raw,
+                    OsStr::new(whiteout::WH_OPAQUE),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o600,
+                )?;
+            } else {
+                sys::setxattr_fd(raw, &self.ovl_xattr("opaque"), b"y", 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn materialize(&self, parent: u64, name: &OsStr, node: &Arc<Node>) -> io::Result<()> {
+        if node.kind == FileType::Directory {
+            self.upper_dir(node.ino).map(drop)
+        } else {
+            self.upper_name(parent, name, node)
+        }
+    }
+
+    fn name_has_lower(&self, pst: &NodeState, pfd: RawFd, name: &OsStr) -> bool {
+        self.lower_has(pst, name)
+            || matches!(sys::lstatat_opt(pfd, name), Ok(Some(s)) if whiteout::is_whiteout(&s))
+            || whiteout::has_wh_file(pfd, name)
+    }
+
+    /// rename(2) / renameat2(2) with NOREPLACE and EXCHANGE.
+    pub(crate) fn do_rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        Self::check_name(name)?;
+        Self::check_name(newname)?;
+        if flags & libc::RENAME_WHITEOUT != 0
+            || flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+        {
+            return Err(err(libc::EINVAL));
+        }
+        if whiteout::is_wh_name(newname) {
+            return Err(err(libc::EPERM));
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let src = self.lookup_node(parent, name)?;
+        let pnode = self.node(parent)?;
+        let npnode = self.node(newparent)?;
+        let dst = {
+            let nst = npnode.st.read().clone();
+            self.resolve(&nst, newname)?
+                .map(|f| self.node_for(newparent, newname, f))
+        };
+        if exchange && dst.is_none() {
+            return Err(err(libc::ENOENT));
+        }
+        if noreplace && dst.is_some() {
+            return Err(err(libc::EEXIST));
+        }
+        if let Some(d) = &dst {
+            if Arc::ptr_eq(d, &src) {
+                return Ok(());
+            }
+            if !exchange {
+                let sdir = src.kind == FileType::Directory;
+                let ddir = d.kind == FileType::Directory;
+                if sdir && !ddir {
+                    return Err(err(libc::ENOTDIR));
+                }
+                if !sdir && ddir {
+                    return Err(err(libc::EISDIR));
+                }
+                if ddir && !self.dir_is_empty(&d.st.read().clone())? {
+                    return Err(err(libc::ENOTEMPTY));
+                }
+            }
+        }
+        let pfd = self.upper_dir(parent)?;
+        let npfd = self.upper_dir(newparent)?;
+        let (praw, npraw) = (pfd.as_raw_fd(), npfd.as_raw_fd());
+        self.materialize(parent, name, &src)?;
+        let pst = pnode.st.read().clone();
+        let nst = npnode.st.read().clone();
+        if exchange {
+            let d = dst.expect("checked");
+            self.materialize(newparent, newname, &d)?;
+            let src_new_lower = self.lower_has(&nst, newname);
+            let dst_new_lower = self.lower_has(&pst, name);
+            sys::renameat2(praw, name, npraw, newname, libc::RENAME_EXCHANGE)?;
+            if src.kind == FileType::Directory {
+                self.fix_moved_dir(&src, src_new_lower)?;
+            }
+            if d.kind == FileType::Directory {
+                self.fix_moved_dir(&d, dst_new_lower)?;
+            }
+            Self::set_location(&src, newparent, newname);
+            Self::set_location(&d, parent, name);
+            return Ok(());
+        }
+        let need_wh = self.lower_has(&pst, name);
+        let dst_lower = self.name_has_lower(&nst, npraw, newname);
+        if src.kind == FileType::Directory {
+            if let Some(d) = &dst {
+                if let Some(u) = d.st.read().upper.clone() {
+                    Self::clear_upper_dir(u.as_raw_fd())?;
+                }
+            }
+            self.fix_moved_dir(&src, dst_lower)?;
+        }
+        let upper_dst = sys::lstatat_opt(npraw, newname)?;
+        let dst_is_nondir_placeholder = upper_dst.as_ref().is_some_and(whiteout::is_whiteout);
+        if src.kind == FileType::Directory && dst_is_nondir_placeholder {
+            sys::renameat2(praw, name, npraw, newname, libc::RENAME_EXCHANGE)?;
+            // The whiteout that was at the target is now at the source name.
+            if !need_wh || self.wh_files() {
+                sys::unlinkat(praw, name, 0)?;
+                if need_wh {
+                    whiteout::create_wh_file(praw, name)?;
+                }
+            }
+        } else {
+            let mut done = false;
+            if need_wh && !self.wh_files() {
+                match sys::renameat2(praw, name, npraw, newname, libc::RENAME_WHITEOUT) {
+                    Ok(()) => done = true,
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+                        ) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !done {
+                sys::renameat2(praw, name, npraw, newname, 0)?;
+                if need_wh {
+                    self.write_whiteout(praw, name)?;
+                }
+            }
+        }
+        if self.wh_files() {
+            let _ = sys::unlinkat(npraw, &whiteout::wh_name(newname), 0);
+        }
+        if let Some(d) = dst {
+            self.note_removed(&d);
+        }
+        Self::set_location(&src, newparent, newname);
+        Ok(())
+    }
+
+    fn set_location(node: &Arc<Node>, parent: u64, name: &OsStr) {
+        let mut st = node.st.write();
+        st.parent = parent;
+        st.name = name.to_os_string();
+    }
+
+    /// link(2): a new name for an existing non-directory.
+    pub(crate) fn do_link(
+        &self,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+    ) -> io::Result<Arc<Node>> {
+        let node = self.node(ino)?;
+        if node.kind == FileType::Directory {
+            return Err(err(libc::EPERM));
+        }
+        let slot = self.slot(newparent, newname)?;
+        self.copy_up(&node, crate::copyup::CopyMode::Full)?;
+        let up = node.st.read().upper.clone().ok_or_else(|| err(libc::EIO))?;
+        let npfd = slot.pfd.as_raw_fd();
+        if slot.over_whiteout {
+            let w = self.work_fd()?;
+            let tmp = self.tmp_name();
+            sys::link_fd(up.as_raw_fd(), w, &tmp)?;
+            sys::renameat2(w, &tmp, npfd, newname, 0).inspect_err(|_| {
+                let _ = sys::unlinkat(w, &tmp, 0);
+            })?;
+        } else {
+            sys::link_fd(up.as_raw_fd(), npfd, newname)?;
+        }
+        if slot.wh_file {
+            let _ = sys::unlinkat(npfd, &whiteout::wh_name(newname), 0);
+        }
+        self.adjust_nlink(up.as_raw_fd(), 1);
+        node.unlinked.store(false, Ordering::Release);
+        self.lookup_node(newparent, newname)
+    }
+}

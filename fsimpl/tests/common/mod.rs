@@ -1,0 +1,528 @@
+//! Harness for the union filesystem's integration tests: build layer trees from a compact
+//! description, mount them with kernel overlayfs or with `rcl-fs` (guarded, with timeouts), and
+//! look inside the mount only through subprocesses or threads bounded by a timeout.
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use testkit::{run_timeout, MountGuard, Output};
+
+/// Default limit for one step inside a mount.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// Which implementation serves the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imp {
+    /// Linux kernel overlayfs (`mount -t overlay`), the reference.
+    Kernel,
+    /// The `rcl-fs` program built from this workspace.
+    RclFs,
+}
+
+/// Why `imp` cannot run here, if it cannot.
+pub fn unavailable(imp: Imp) -> Option<String> {
+    if !testkit::is_root() {
+        return Some("mounting needs root (run as root, as CI does)".into());
+    }
+    match imp {
+        Imp::Kernel => {
+            let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+            if fs.lines().any(|l| l.ends_with("\toverlay")) {
+                None
+            } else {
+                // Loading the module may make it appear.
+                let _ = run_timeout(Command::new("modprobe").arg("overlay"), STEP);
+                let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+                (!fs.lines().any(|l| l.ends_with("\toverlay")))
+                    .then(|| "kernel overlayfs is not available".to_string())
+            }
+        }
+        Imp::RclFs => testkit::fuse_unavailable(),
+    }
+}
+
+/// Generates `mod CHECK { fn kernel(); fn rclfs(); }` running `CHECK(Imp)` against both
+/// implementations; `rclfs_ignore = "why"` marks the rcl-fs half ignored.
+#[allow(unused_macros)]
+macro_rules! both {
+    ($check:ident) => {
+        mod $check {
+            #[test]
+            fn kernel() {
+                super::run_check(super::$check, crate::common::Imp::Kernel);
+            }
+            #[test]
+            fn rclfs() {
+                super::run_check(super::$check, crate::common::Imp::RclFs);
+            }
+        }
+    };
+    ($check:ident, rclfs_ignore = $why:literal) => {
+        mod $check {
+            #[test]
+            fn kernel() {
+                super::run_check(super::$check, crate::common::Imp::Kernel);
+            }
+            #[test]
+            #[ignore = $why]
+            fn rclfs() {
+                super::run_check(super::$check, crate::common::Imp::RclFs);
+            }
+        }
+    };
+}
+
+/// Layers of one test: lower layers (top first), upper, work, mountpoint, all in one temp dir.
+pub struct Fixture {
+    /// The temp dir holding everything (world-traversable).
+    pub dir: tempfile::TempDir,
+    /// Lower layers, top first.
+    pub lowers: Vec<PathBuf>,
+    /// The upper layer.
+    pub upper: PathBuf,
+    /// The work directory.
+    pub work: PathBuf,
+    /// The mountpoint.
+    pub mnt: PathBuf,
+}
+
+impl Fixture {
+    /// Lower layers from descriptions (top first; see [`build`]), empty upper.
+    pub fn new(lowers: &[&str]) -> Self {
+        let dir = testkit::shared_tempdir();
+        let root = dir.path().to_path_buf();
+        let mut paths = Vec::new();
+        for (i, desc) in lowers.iter().enumerate() {
+            let p = root.join(format!("l{i}"));
+            std::fs::create_dir(&p).unwrap();
+            build(&p, desc);
+            paths.push(p);
+        }
+        let upper = root.join("upper");
+        let work = root.join("work");
+        let mnt = root.join("mnt");
+        for p in [&upper, &work, &mnt] {
+            std::fs::create_dir(p).unwrap();
+        }
+        for p in [&upper, &mnt] {
+            testkit::set_mode(p, 0o755);
+        }
+        Fixture {
+            dir,
+            lowers: paths,
+            upper,
+            work,
+            mnt,
+        }
+    }
+
+    /// Fills the upper layer from a description.
+    pub fn with_upper(self, desc: &str) -> Self {
+        build(&self.upper, desc);
+        self
+    }
+
+    /// `lowerdir=...` value.
+    pub fn lowerdir_opt(&self) -> String {
+        let l: Vec<String> = self
+            .lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!("lowerdir={}", l.join(":"))
+    }
+
+    /// Full option string with upper and work.
+    pub fn rw_opts(&self) -> String {
+        format!(
+            "{},upperdir={},workdir={}",
+            self.lowerdir_opt(),
+            self.upper.display(),
+            self.work.display()
+        )
+    }
+
+    /// Mounts read-write with `imp`; `kopts`/`ropts` are extra options for the kernel / rcl-fs.
+    pub fn mount(&self, imp: Imp, kopts: &str, ropts: &str) -> Mounted {
+        self.mount_with(imp, &self.rw_opts(), kopts, ropts)
+    }
+
+    /// Mounts without an upper (read-only).
+    pub fn mount_ro(&self, imp: Imp) -> Mounted {
+        self.mount_with(imp, &self.lowerdir_opt(), "", "")
+    }
+
+    /// Mounts with a base option string plus per-implementation extras.
+    pub fn mount_with(&self, imp: Imp, base: &str, kopts: &str, ropts: &str) -> Mounted {
+        let extra = match imp {
+            Imp::Kernel => kopts,
+            Imp::RclFs => ropts,
+        };
+        let opts = if extra.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base},{extra}")
+        };
+        mount_at(imp, &opts, &self.mnt)
+    }
+
+    /// Path of `rel` in the upper layer (on disk, safe to stat directly).
+    pub fn up(&self, rel: &str) -> PathBuf {
+        self.upper.join(rel)
+    }
+}
+
+/// Mounts `opts` on `mnt` with `imp`; panics with the output if it fails.
+pub fn mount_at(imp: Imp, opts: &str, mnt: &Path) -> Mounted {
+    let out = match imp {
+        Imp::Kernel => run_timeout(
+            Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", opts])
+                .arg(mnt),
+            STEP,
+        ),
+        Imp::RclFs => run_timeout(
+            Command::new(testkit::workspace_bin("rcl-fs"))
+                .arg("-o")
+                .arg(opts)
+                .arg(mnt),
+            STEP,
+        ),
+    };
+    // Guard first, so a mount that half-happened is undone too.
+    let mut guard = MountGuard::new(mnt);
+    let server = (imp == Imp::RclFs).then(|| server_pid(mnt)).flatten();
+    if let Some(pid) = server {
+        guard = guard.with_server(pid);
+    }
+    assert!(out.success(), "mount {imp:?} -o {opts} failed: {out:#?}");
+    assert!(
+        testkit::is_mounted(mnt),
+        "{imp:?}: not mounted after success: {out:#?}"
+    );
+    Mounted {
+        guard: Some(guard),
+        mnt: mnt.to_path_buf(),
+        imp,
+        server,
+    }
+}
+
+/// A live mount; unmounted (lazily) and its server killed when dropped.
+pub struct Mounted {
+    guard: Option<MountGuard>,
+    /// The mountpoint.
+    pub mnt: PathBuf,
+    /// Who serves it.
+    pub imp: Imp,
+    /// The rcl-fs server's pid.
+    pub server: Option<i32>,
+}
+
+impl Mounted {
+    /// Runs `script` with `sh -c` after `cd` into the mount (`$M` = mountpoint); panics unless it
+    /// succeeds; returns stdout.
+    #[track_caller]
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.try_sh(script);
+        assert!(
+            out.success(),
+            "{:?}: script failed: {script}\n{out:#?}",
+            self.imp
+        );
+        out.stdout
+    }
+
+    /// Like [`Mounted::sh`] but returns the output whatever happens.
+    pub fn try_sh(&self, script: &str) -> Output {
+        let full = format!("cd \"$M\" || exit 99\n{script}");
+        run_timeout(
+            Command::new("sh").arg("-c").arg(full).env("M", &self.mnt),
+            STEP,
+        )
+    }
+
+    /// Path inside the mount (only touch it through [`within`] or [`Mounted::sh`]).
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Unmounts with `umount` and waits for the server to exit.
+    pub fn unmount(mut self) {
+        let out = run_timeout(Command::new("umount").arg(&self.mnt), STEP);
+        assert!(out.success(), "umount {}: {out:#?}", self.mnt.display());
+        if let Some(pid) = self.server {
+            assert!(
+                wait_gone(pid, Duration::from_secs(10)),
+                "rcl-fs server {pid} still running after umount"
+            );
+        }
+        self.guard.take();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+    }
+}
+
+/// The pid of the rcl-fs server serving `mnt` (found by its command line).
+pub fn server_pid(mnt: &Path) -> Option<i32> {
+    let want = mnt.as_os_str().as_bytes();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_rclfs = args
+            .first()
+            .is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)).ends_with("rcl-fs"));
+        if is_rclfs && args.contains(&want) && !is_zombie(pid) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+        })
+        .unwrap_or(true)
+}
+
+/// Waits until `pid` has exited (gone or a zombie).
+pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if is_zombie(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Runs `f` on a thread and panics if it does not finish within [`STEP`] (a hung FUSE request
+/// then fails the test instead of hanging it; the thread is left behind).
+#[track_caller]
+pub fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(STEP) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("step timed out after {STEP:?}"),
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// `lgetxattr`: the value, or the errno.
+pub fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let cp = cpath(p);
+    let cn = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// `lsetxattr`; Err(errno) on failure.
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
+    let cp = cpath(p);
+    let cn = CString::new(name).unwrap();
+    // SAFETY: valid C strings and a value buffer of the given length.
+    let r = unsafe {
+        libc::lsetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// `lremovexattr`; Err(errno) on failure.
+pub fn remove_xattr(p: &Path, name: &str) -> Result<(), i32> {
+    let cp = cpath(p);
+    let cn = CString::new(name).unwrap();
+    // SAFETY: valid C strings.
+    let r = unsafe { libc::lremovexattr(cp.as_ptr(), cn.as_ptr()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// `llistxattr`: the names.
+pub fn list_xattr(p: &Path) -> Result<Vec<String>, i32> {
+    let cp = cpath(p);
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C string and a buffer of the given length.
+    let n = unsafe { libc::llistxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(n as usize);
+    Ok(buf
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)`; Err(errno) on failure.
+pub fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
+    let (a, b) = (cpath(from), cpath(to));
+    // SAFETY: valid C strings; renameat2 takes no other pointers.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// `mknod` of a char device (0/0 is a whiteout).
+pub fn mknod_chr(p: &Path, major: u64, minor: u64) {
+    nix::sys::stat::mknod(
+        p,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .unwrap_or_else(|e| panic!("mknod {}: {e}", p.display()));
+}
+
+/// Builds a tree under `root` from a description, one entry per line (parents are created):
+///
+/// - `d PATH [MODE]` directory; `f PATH [TEXT...]` file with TEXT and a newline (none if no text)
+/// - `l PATH TARGET` symlink; `h PATH TARGET` hard link to TARGET (relative to root)
+/// - `w PATH` whiteout (char 0/0); `c PATH MAJ MIN` char device; `p PATH` fifo; `s PATH` socket
+/// - `o PATH` / `ou PATH` directory marked opaque by `trusted.` / `user.overlay.opaque=y`
+/// - `x PATH NAME VALUE` xattr; `m PATH MODE` chmod; `u PATH UID GID` lchown
+/// - `t PATH EPOCH` set atime and mtime; `big PATH MIB` file of MIB MiB of non-zero data
+pub fn build(root: &Path, desc: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    for line in desc.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(3, ' ');
+        let kind = parts.next().unwrap();
+        let path = root.join(parts.next().unwrap_or_else(|| panic!("bad line {line}")));
+        let rest = parts.next().unwrap_or("");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        match kind {
+            "d" => {
+                std::fs::create_dir_all(&path).unwrap();
+                if !rest.is_empty() {
+                    let mode = u32::from_str_radix(rest, 8).unwrap();
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                }
+            }
+            "f" => {
+                let text = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("{rest}\n")
+                };
+                std::fs::write(&path, text).unwrap();
+            }
+            "l" => std::os::unix::fs::symlink(rest, &path).unwrap(),
+            "h" => std::fs::hard_link(root.join(rest), &path).unwrap(),
+            "w" => mknod_chr(&path, 0, 0),
+            "c" => {
+                let (a, b) = rest.split_once(' ').unwrap();
+                mknod_chr(&path, a.parse().unwrap(), b.parse().unwrap());
+            }
+            "p" => {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap()
+            }
+            "s" => drop(std::os::unix::net::UnixListener::bind(&path).unwrap()),
+            "o" | "ou" => {
+                std::fs::create_dir_all(&path).unwrap();
+                let ns = if kind == "o" { "trusted" } else { "user" };
+                set_xattr(&path, &format!("{ns}.overlay.opaque"), b"y").unwrap();
+            }
+            "x" => {
+                let (n, v) = rest.split_once(' ').unwrap();
+                set_xattr(&path, n, v.as_bytes()).unwrap();
+            }
+            "m" => std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode(u32::from_str_radix(rest, 8).unwrap()),
+            )
+            .unwrap(),
+            "u" => {
+                let (a, b) = rest.split_once(' ').unwrap();
+                std::os::unix::fs::lchown(
+                    &path,
+                    Some(a.parse().unwrap()),
+                    Some(b.parse().unwrap()),
+                )
+                .unwrap();
+            }
+            "t" => {
+                let t = nix::sys::time::TimeSpec::new(rest.parse().unwrap(), 0);
+                nix::sys::stat::utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    &path,
+                    &t,
+                    &t,
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                )
+                .unwrap();
+            }
+            "big" => {
+                use std::io::Write;
+                let mib: usize = rest.parse().unwrap();
+                let mut f = std::fs::File::create(&path).unwrap();
+                let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251 + 1) as u8).collect();
+                for _ in 0..mib {
+                    f.write_all(&chunk).unwrap();
+                }
+            }
+            _ => panic!("unknown layer entry kind in: {line}"),
+        }
+    }
+}
+
+/// `stat -c FORMAT` of a path on disk (not in a mount).
+pub fn disk_stat(p: &Path, fmt: &str) -> String {
+    let out = run_timeout(Command::new("stat").arg("-c").arg(fmt).arg(p), STEP);
+    assert!(out.success(), "stat {}: {out:#?}", p.display());
+    out.stdout.trim().to_string()
+}

@@ -1,0 +1,106 @@
+//! fscore crash test: kill -9 of the server in the middle of a copy-up never leaves a partial
+//! file visible after remount, and leftovers in the work dir are cleaned at mount.
+
+mod core_util;
+use core_util::*;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ENV: &str = "RCLFS_CORE_CRASH_SERVER";
+
+/// Not a test on its own: the server process the crash test starts (re-executing this test
+/// binary with the layer paths in the environment). Without the variable it does nothing.
+#[test]
+fn crash_server_process() {
+    let Ok(spec) = std::env::var(ENV) else {
+        return;
+    };
+    let p: Vec<&str> = spec.split('|').collect();
+    let mut cfg = fsimpl::OverlayConfig::new(vec![p[0].into()]).with_upper(p[1].into(), p[2].into());
+    cfg.threads = 2;
+    let fs = fsimpl::UnionFs::new(cfg).expect("new");
+    let s = fsimpl::mount(fs, Path::new(p[3])).expect("mount");
+    s.run().expect("run");
+}
+
+fn wait_mounted(mnt: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if testkit::is_mounted(mnt) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn kill_during_copy_up_is_atomic() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    let size = 192usize << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i / 4096) as u8).collect();
+    std::fs::write(l.join("big"), &data).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    for (round, delay_ms) in [5u64, 40, 120].into_iter().enumerate() {
+        let spec = format!(
+            "{}|{}|{}|{}",
+            l.display(),
+            m.upper.display(),
+            m.work.display(),
+            m.mnt.display()
+        );
+        let mut server = Command::new(&exe)
+            .args(["--exact", "crash_server_process", "--nocapture", "--test-threads=1"])
+            .env(ENV, spec)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
+        assert!(wait_mounted(&m.mnt), "server did not mount");
+        let mut writer = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo appended >> {}/big", m.mnt.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = server.kill();
+        let _ = server.wait();
+        drop(guard);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while writer.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = writer.kill();
+        let _ = writer.wait();
+        // The upper holds either nothing or the whole copy (maybe with the append).
+        let up = m.upper.join("big");
+        if let Ok(mut f) = std::fs::File::open(&up) {
+            let mut got = Vec::new();
+            f.read_to_end(&mut got).unwrap();
+            assert!(
+                got.len() >= size && got[..size] == data[..],
+                "round {round}: partial copy-up visible ({} bytes)",
+                got.len()
+            );
+            std::fs::remove_file(&up).unwrap();
+        }
+        // Remount in-process: leftovers cleaned, content is old or new.
+        let cfg = m.config();
+        m.mount(cfg);
+        let left: Vec<_> = std::fs::read_dir(m.work.join("rcl-fs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "index")
+            .collect();
+        assert!(left.is_empty(), "work leftovers: {left:?}");
+        let out = m.sh("stat -c %s big");
+        assert_eq!(out.trim(), size.to_string(), "round {round}");
+        m.unmount();
+    }
+}

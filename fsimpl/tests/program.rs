@@ -1,0 +1,461 @@
+//! The `rcl-fs` program: command line, daemon life cycle, unmount paths, `mount -t fuse.rcl-fs`,
+//! crash safety of copy-up, and rootless use (with kernel overlayfs as the rootless reference).
+
+mod common;
+
+use common::{server_pid, wait_gone, Fixture, Imp, STEP};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::{run_timeout, MountGuard};
+
+fn rclfs() -> Command {
+    Command::new(testkit::workspace_bin("rcl-fs"))
+}
+
+macro_rules! need {
+    ($imp:expr) => {
+        if let Some(why) = common::unavailable($imp) {
+            testkit::skip!("{why}");
+        }
+    };
+}
+
+#[test]
+fn help_documents_every_option() {
+    let out = run_timeout(rclfs().arg("--help"), STEP);
+    out.assert_ok();
+    for opt in [
+        "lowerdir=",
+        "upperdir=",
+        "workdir=",
+        "uidmapping=",
+        "gidmapping=",
+        "squash_to_root",
+        "squash_to_uid=",
+        "squash_to_gid=",
+        "static_nlink",
+        "noacl",
+        "fsync=",
+        "threads=",
+        "passthrough=",
+        "whiteout=",
+        "xattr=",
+        "metacopy=",
+        "allow_other",
+        "fsname=",
+        "xattr_permissions=",
+        "plugins=",
+        "redirect_dir=",
+        "debug",
+        " ro ",
+        "context=",
+        "-f ",
+        "mount_program",
+    ] {
+        assert!(out.stdout.contains(opt), "--help does not mention {opt}");
+    }
+    let v = run_timeout(rclfs().arg("-V"), STEP);
+    assert!(v.success() && v.stdout.starts_with("rcl-fs "), "{v:?}");
+}
+
+#[test]
+fn bad_command_lines_exit_2_and_mount_nothing() {
+    let fx = Fixture::new(&["f a 1"]);
+    let l = fx.lowers[0].display().to_string();
+    let mnt = fx.mnt.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "MOUNTPOINT"),
+        (
+            vec!["-o".into(), format!("upperdir={l}"), mnt.clone()],
+            "lowerdir",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("lowerdir={l},upperdir={l}"),
+                mnt.clone(),
+            ],
+            "workdir",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("lowerdir={l},threads=zero"),
+                mnt.clone(),
+            ],
+            "threads",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("lowerdir={l},whiteout=bogus"),
+                mnt.clone(),
+            ],
+            "whiteout",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("lowerdir={l},uidmapping=1:2"),
+                mnt.clone(),
+            ],
+            "uidmapping",
+        ),
+        (
+            vec!["-o".into(), format!("lowerdir={l},fsync=yes"), mnt.clone()],
+            "fsync",
+        ),
+        (vec!["--bogus".into(), mnt.clone()], "--bogus"),
+        (
+            vec![
+                "-o".into(),
+                format!("lowerdir={l}"),
+                mnt.clone(),
+                "x".into(),
+                "y".into(),
+            ],
+            "operands",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run_timeout(rclfs().args(&args), STEP);
+        let _guard = MountGuard::new(&fx.mnt);
+        assert_eq!(out.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains(want),
+            "{args:?}: stderr lacks {want}: {out:?}"
+        );
+        assert!(!testkit::is_mounted(&fx.mnt), "{args:?} mounted something");
+        assert_eq!(server_pid(&fx.mnt), None, "{args:?} left a server");
+    }
+}
+
+#[test]
+fn missing_mountpoint_exits_1_naming_it() {
+    let fx = Fixture::new(&["f a 1"]);
+    let missing = fx.dir.path().join("nowhere");
+    let out = run_timeout(rclfs().arg("-o").arg(fx.lowerdir_opt()).arg(&missing), STEP);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains(&*missing.to_string_lossy()), "{out:?}");
+    assert!(!testkit::is_mounted(&missing));
+}
+
+#[test]
+fn missing_layer_exits_1_naming_it() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a 1"]);
+    let missing = fx.dir.path().join("no-such-layer");
+    for opts in [
+        format!("{}:{}", fx.lowerdir_opt(), missing.display()),
+        format!(
+            "{},upperdir={},workdir={}",
+            fx.lowerdir_opt(),
+            missing.display(),
+            fx.work.display()
+        ),
+    ] {
+        let out = run_timeout(rclfs().arg("-o").arg(&opts).arg(&fx.mnt), STEP);
+        let _guard = MountGuard::new(&fx.mnt);
+        assert_eq!(out.code(), Some(1), "{opts}: {out:?}");
+        assert!(
+            out.stderr.contains(&*missing.to_string_lossy()),
+            "{opts}: {out:?}"
+        );
+        assert!(!testkit::is_mounted(&fx.mnt), "{opts}: mounted");
+        assert_eq!(server_pid(&fx.mnt), None, "{opts}: left a server");
+    }
+}
+
+/// Starts `rcl-fs -f` as a child and waits for the mount to appear.
+fn foreground(fx: &Fixture) -> (std::process::Child, MountGuard) {
+    let child = rclfs()
+        .arg("-f")
+        .arg("-o")
+        .arg(fx.rw_opts())
+        .arg(&fx.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rcl-fs -f");
+    let guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !testkit::is_mounted(&fx.mnt) {
+        assert!(
+            Instant::now() < deadline,
+            "rcl-fs -f did not mount within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, guard)
+}
+
+fn wait_child(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn unmount_ends_foreground_server(unmount: &[&str]) {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let (mut child, _guard) = foreground(&fx);
+    let out = testkit::sh(&format!("cat {}/a", fx.mnt.display()), STEP);
+    assert_eq!(out.stdout, "hello\n", "{out:?}");
+    run_timeout(
+        Command::new(unmount[0]).args(&unmount[1..]).arg(&fx.mnt),
+        STEP,
+    )
+    .assert_ok();
+    let st = wait_child(&mut child, Duration::from_secs(10)).expect("server still running");
+    assert!(st.success(), "server exit status {st:?}");
+    assert!(!testkit::is_mounted(&fx.mnt));
+}
+
+#[test]
+fn umount_ends_server_with_exit_0() {
+    unmount_ends_foreground_server(&["umount"]);
+}
+
+#[test]
+fn fusermount3_u_ends_server_with_exit_0() {
+    if run_timeout(Command::new("fusermount3").arg("-V"), STEP)
+        .status
+        .is_none_or(|s| s.code().is_none())
+    {
+        testkit::skip!("fusermount3 not installed (apt-get install fuse3)");
+    }
+    unmount_ends_foreground_server(&["fusermount3", "-u"]);
+}
+
+#[test]
+fn daemon_returns_once_live_and_sigterm_unmounts() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let out = run_timeout(rclfs().arg("-o").arg(fx.rw_opts()).arg(&fx.mnt), STEP);
+    let _guard = MountGuard::new(&fx.mnt);
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.is_empty() && !out.stderr.contains("<output not closed>"),
+        "{out:?}"
+    );
+    // Live the moment rcl-fs returned.
+    assert!(testkit::is_mounted(&fx.mnt));
+    let cat = testkit::sh(&format!("cat {}/a", fx.mnt.display()), STEP);
+    assert_eq!(cat.stdout, "hello\n");
+    let pid = server_pid(&fx.mnt).expect("server process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "server survived SIGTERM"
+    );
+    assert!(!testkit::is_mounted(&fx.mnt), "still mounted after SIGTERM");
+}
+
+#[test]
+fn mount_t_fuse_rclfs() {
+    need!(Imp::RclFs);
+    if !Path::new("/sbin/mount.fuse3").exists() && !Path::new("/usr/sbin/mount.fuse3").exists() {
+        testkit::skip!("mount.fuse3 not installed (apt-get install fuse3)");
+    }
+    let fx = Fixture::new(&["f a hello"]);
+    let bindir = fx.dir.path().join("bin");
+    std::fs::create_dir(&bindir).unwrap();
+    std::os::unix::fs::symlink(testkit::workspace_bin("rcl-fs"), bindir.join("rcl-fs")).unwrap();
+    // mount(8) runs helpers with a fixed PATH, so the temp bin dir is bind-mounted over
+    // /usr/local/sbin inside a private mount namespace that dies with the script.
+    let script = r#"set -e
+mount --make-rprivate /
+mount --bind "$BIN" /usr/local/sbin
+mount -t fuse.rcl-fs rcl-fs "$MNT" -o "$OPTS"
+awk -v m="$MNT" '$5 == m' /proc/self/mountinfo | grep -q " - fuse" && echo mounted
+cat "$MNT/a"
+echo up > "$MNT/b"
+umount "$MNT"
+echo unmounted
+"#;
+    let out = run_timeout(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", script])
+            .env("BIN", &bindir)
+            .env("MNT", &fx.mnt)
+            .env("OPTS", fx.rw_opts()),
+        STEP,
+    );
+    if let Some(pid) = server_pid(&fx.mnt) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout, "mounted\nhello\nunmounted\n", "{out:?}");
+    assert_eq!(std::fs::read_to_string(fx.up("b")).unwrap(), "up\n");
+}
+
+#[test]
+fn kill_9_during_copy_up_leaves_no_partial_file() {
+    need!(Imp::RclFs);
+    const MIB: u64 = 256;
+    let fx = Fixture::new(&[&format!("big f {MIB}")]);
+    let lower = fx.lowers[0].join("f");
+    let m = fx.mount(Imp::RclFs, "", "fsync=0");
+    let pid = m.server.expect("server pid");
+    // Start a copy-up of a large file and kill the server while it runs.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x >> {}", m.p("f").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_gone(pid, Duration::from_secs(10)));
+    let _ = wait_child(&mut writer, Duration::from_secs(10));
+    let _ = writer.kill();
+    drop(m);
+    // The upper holds the whole file or nothing.
+    let full = MIB << 20;
+    let upf = fx.up("f");
+    let finished = upf.exists();
+    if finished {
+        let size = std::fs::metadata(&upf).unwrap().len();
+        assert!(
+            size == full || size == full + 2,
+            "partial copy-up in the upper: {size} bytes"
+        );
+        let cmp = run_timeout(
+            Command::new("cmp")
+                .arg("-n")
+                .arg(full.to_string())
+                .arg(&lower)
+                .arg(&upf),
+            STEP,
+        );
+        assert!(cmp.success(), "copied-up data differs: {cmp:?}");
+    }
+    let before = testkit::sh(&format!("find {} -type f | wc -l", fx.work.display()), STEP);
+    eprintln!(
+        "copy-up finished before the kill: {finished}; files in workdir: {}",
+        before.stdout.trim()
+    );
+    // Remount: leftovers in the workdir are cleaned and the file reads whole.
+    let m = fx.mount(Imp::RclFs, "", "");
+    let left = testkit::sh(&format!("find {} -type f", fx.work.display()), STEP);
+    assert_eq!(left.stdout, "", "workdir leftovers after remount");
+    let size: u64 = m.sh("stat -c %s f").trim().parse().unwrap();
+    assert!(size == full || size == full + 2, "size {size}");
+    m.sh(&format!("cmp -n {full} f {}", lower.display()));
+}
+
+// --- rootless -----------------------------------------------------------------------------------
+
+/// Runs `script` as the test user inside `unshare -Urm`, with `$D` = the fixture dir.
+fn rootless(imp: Imp) {
+    need!(imp);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1"]);
+    // Distributions make /dev/fuse 0666; where it is root-only (no udev rule here), give the
+    // test user a node of its own, bound over /dev/fuse inside its private mount namespace only.
+    let mut prelude = String::new();
+    if imp == Imp::RclFs && !fuse_open_to_all() {
+        common::mknod_chr(&fx.dir.path().join("fuse"), 10, 229);
+        testkit::set_mode(&fx.dir.path().join("fuse"), 0o600);
+        prelude = "mount --bind \"$D/fuse\" /dev/fuse\n".into();
+    }
+    run_timeout(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(fx.dir.path()),
+        STEP,
+    )
+    .assert_ok();
+    let mount = match imp {
+        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr\" \"$D/mnt\"".to_string(),
+        Imp::RclFs => format!(
+            "{} -o \"$OPTS\" \"$D/mnt\"",
+            testkit::workspace_bin("rcl-fs").display()
+        ),
+    };
+    let script = format!(
+        "set -e\n{prelude}{mount}\ncd \"$D/mnt\"\ncat a\necho new > n\nmkdir nd\nrm b\nrm -r d\nmkdir d\n\
+         ls -A\nstat -c '%u %g' n a\ncd /\numount \"$D/mnt\"\necho unmounted"
+    );
+    let out = run_timeout(
+        testkit::as_test_user("unshare")
+            .args(["-Urm", "sh", "-c", &script])
+            .env("D", fx.dir.path())
+            .env("OPTS", fx.rw_opts()),
+        STEP,
+    );
+    if let Some(pid) = server_pid(&fx.mnt) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(out.success(), "{imp:?} rootless: {out:#?}");
+    assert_eq!(
+        out.stdout, "hello\na\nd\nn\nnd\n0 0\n0 0\nunmounted\n",
+        "{out:?}"
+    );
+    // On disk, what was created inside belongs to the test user; deletions are 0/0 whiteouts.
+    assert_eq!(
+        common::disk_stat(&fx.up("n"), "%u %g"),
+        format!("{uid} {gid}")
+    );
+    assert_eq!(
+        common::disk_stat(&fx.up("nd"), "%u %g %F"),
+        format!("{uid} {gid} directory")
+    );
+    assert_eq!(
+        common::disk_stat(&fx.up("b"), "%F %t %T"),
+        "character special file 0 0"
+    );
+    assert_eq!(
+        common::get_xattr(&fx.up("d"), "user.overlay.opaque"),
+        Ok(b"y".to_vec()),
+        "rootless opaque marker"
+    );
+}
+
+/// True when /dev/fuse is readable and writable by every user.
+fn fuse_open_to_all() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+#[test]
+fn rootless_kernel() {
+    rootless(Imp::Kernel);
+}
+
+#[test]
+fn rootless_rclfs() {
+    rootless(Imp::RclFs);
+}

@@ -1,0 +1,843 @@
+//! Union semantics, checked the same way against kernel overlayfs (the reference) and rcl-fs.
+//!
+//! Each `both!(check)` makes `check::kernel` and `check::rclfs`. Where kernel overlayfs needs a
+//! mount option to offer a feature (redirect_dir, metacopy, index, userxattr) it gets it; checks
+//! of rcl-fs-only features (`.wh.` files, id mapping) run against rcl-fs alone.
+
+#[macro_use]
+mod common;
+
+use common::{disk_stat, get_xattr, within, Fixture, Imp};
+use std::path::PathBuf;
+
+fn run_check(check: fn(Imp), imp: Imp) {
+    if let Some(why) = common::unavailable(imp) {
+        testkit::skip!("{why}");
+    }
+    check(imp);
+}
+
+/// Type and device numbers of an on-disk path, as stat shows them.
+fn kind(p: PathBuf) -> String {
+    disk_stat(&p, "%F %t %T")
+}
+
+const WHITEOUT: &str = "character special file 0 0";
+
+// ---------------------------------------------------------------------------------------------
+
+fn lookup_precedence(imp: Imp) {
+    let fx = Fixture::new(&[
+        "f a low1\nd d\nf d/y low1\nf only1 o1",
+        "f a low2\nf b low2\nf d/x low2\nf d/y low2\nf only2 o2",
+    ])
+    .with_upper("f a up\nd d\nf d/z up");
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("cat a b only1 only2 d/x d/y d/z"),
+        "up\nlow2\no1\no2\nlow2\nlow1\nup\n"
+    );
+    assert_eq!(m.sh("ls -A d"), "x\ny\nz\n");
+}
+both!(lookup_precedence);
+
+fn whiteout_chardev(imp: Imp) {
+    // Whiteouts in the upper and in a middle lower layer.
+    let fx = Fixture::new(&["w b\nw dd\nf keep k", "f a a\nf b b\nd dd\nf dd/x x"])
+        .with_upper("w a\nf new n");
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("ls -A"), "keep\nnew\n");
+    for name in ["a", "b", "dd", "dd/x"] {
+        let out = m.try_sh(&format!("stat {name}"));
+        assert!(
+            !out.success() && out.stderr.contains("No such file"),
+            "{name}: {out:?}"
+        );
+    }
+}
+both!(whiteout_chardev);
+
+fn opaque_trusted_xattr(imp: Imp) {
+    let fx = Fixture::new(&["o d\nf d/mid m\nd e\nf e/mid m", "f d/x x\nf e/low l"])
+        .with_upper("o e\nf e/up u");
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("ls -A d"),
+        "mid\n",
+        "opaque lower hides lower layers below"
+    );
+    assert_eq!(m.sh("ls -A e"), "up\n", "opaque upper hides all lowers");
+}
+both!(opaque_trusted_xattr);
+
+fn opaque_user_xattr(imp: Imp) {
+    // Kernel overlayfs reads user.overlay.* only with `userxattr`.
+    let fx = Fixture::new(&["ou d\nf d/mid m", "f d/x x\nf e/low l"]).with_upper("ou e\nf e/up u");
+    let m = fx.mount(imp, "userxattr", "");
+    assert_eq!(m.sh("ls -A d"), "mid\n");
+    assert_eq!(m.sh("ls -A e"), "up\n");
+}
+both!(opaque_user_xattr);
+
+fn readdir_merged(imp: Imp) {
+    let fx = Fixture::new(&[
+        "f a 1\nf b 1\nw c\nf d1/x 1",
+        "f b 2\nf c 2\nf e 2\nf d1/y 2\nf d1/x 2",
+    ])
+    .with_upper("f a u\nw e\nf g u\nf d1/z u");
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("ls -f | sort"),
+        ".\n..\na\nb\nd1\ng\n",
+        "no dupes, whiteouts hidden"
+    );
+    assert_eq!(m.sh("ls -f d1 | sort"), ".\n..\nx\ny\nz\n");
+    // d_ino from readdir must equal st_ino from lookup.
+    for dir in [".", "d1"] {
+        let listed = m.sh(&format!(
+            "cd {dir} && ls -1 -i -A | awk '{{print $1\" \"$2}}' | sort -k2"
+        ));
+        let stated = m.sh(&format!(
+            "cd {dir} && for f in $(ls -A); do stat -c '%i %n' \"$f\"; done | sort -k2"
+        ));
+        assert_eq!(listed, stated, "d_ino vs st_ino in {dir}");
+    }
+}
+both!(readdir_merged);
+
+fn copy_up_preserves_metadata(imp: Imp) {
+    let fx = Fixture::new(&[
+        "f f hello\nm f 640\nu f 1234 5678\nx f user.foo bar\nt f 978307200\nd dir\nu dir 42 43",
+    ]);
+    let m = fx.mount(imp, "", "");
+    // Open for writing without writing: copies up, changes no time.
+    m.sh(": >> f");
+    assert_eq!(m.sh("stat -c '%a %u %g %Y' f"), "640 1234 5678 978307200\n");
+    assert_eq!(m.sh("cat f"), "hello\n");
+    let mp = m.p("f");
+    assert_eq!(
+        within(move || get_xattr(&mp, "user.foo")),
+        Ok(b"bar".to_vec())
+    );
+    // The upper now holds a complete copy.
+    assert_eq!(
+        disk_stat(&fx.up("f"), "%F %a %u %g %Y %s"),
+        "regular file 640 1234 5678 978307200 6"
+    );
+    assert_eq!(get_xattr(&fx.up("f"), "user.foo"), Ok(b"bar".to_vec()));
+    // A real write lands in the upper; the lower is untouched.
+    m.sh("echo more >> f");
+    assert_eq!(m.sh("cat f"), "hello\nmore\n");
+    assert_eq!(
+        std::fs::read_to_string(fx.up("f")).unwrap(),
+        "hello\nmore\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.lowers[0].join("f")).unwrap(),
+        "hello\n"
+    );
+    // A parent copied up on the way keeps its owner.
+    m.sh("echo x > dir/new");
+    assert_eq!(disk_stat(&fx.up("dir"), "%u %g"), "42 43");
+}
+both!(copy_up_preserves_metadata);
+
+fn metacopy_chmod_copies_no_data(imp: Imp) {
+    let fx = Fixture::new(&["big f 64"]);
+    let m = fx.mount(imp, "metacopy=on", "metacopy=on");
+    m.sh("chmod 600 f");
+    assert_eq!(m.sh("stat -c '%a %s' f"), "600 67108864\n");
+    let blocks: u64 = disk_stat(&fx.up("f"), "%b").parse().unwrap();
+    assert!(blocks < 128, "metacopy upper holds {blocks} blocks of data");
+    m.sh(&format!("cmp f {}", fx.lowers[0].join("f").display()));
+    // The first write copies the data.
+    m.sh("printf x | dd of=f bs=1 seek=0 conv=notrunc 2>/dev/null");
+    assert_eq!(m.sh("head -c 2 f | od -An -c | tr -d ' '"), "x002\n");
+    assert_eq!(m.sh("stat -c '%a %s' f"), "600 67108864\n");
+}
+both!(metacopy_chmod_copies_no_data);
+
+fn open_trunc_of_lower(imp: Imp) {
+    let fx = Fixture::new(&["big f 8"]);
+    let m = fx.mount(imp, "", "");
+    m.sh(": > f");
+    assert_eq!(m.sh("stat -c %s f"), "0\n");
+    assert_eq!(disk_stat(&fx.up("f"), "%F %s"), "regular empty file 0");
+    assert_eq!(disk_stat(&fx.lowers[0].join("f"), "%s"), "8388608");
+    m.sh("echo new > f");
+    assert_eq!(m.sh("cat f"), "new\n");
+}
+both!(open_trunc_of_lower);
+
+fn unlink_rmdir_leave_whiteouts(imp: Imp) {
+    let fx = Fixture::new(&["f a 1\nd e\nf d2/x 1\nd d2/sub\nf d3/y 1"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("rm a && rmdir e && rm -r d2");
+    for n in ["a", "e", "d2"] {
+        assert_eq!(kind(fx.up(n)), WHITEOUT, "{n}");
+    }
+    assert_eq!(m.sh("ls -A"), "d3\n");
+    let out = m.try_sh("rmdir d3");
+    assert!(
+        !out.success() && out.stderr.contains("Directory not empty"),
+        "{out:?}"
+    );
+    // A dir whose lower entries are all whited out is empty.
+    m.sh("rm d3/y && rmdir d3");
+    assert_eq!(m.sh("ls -A"), "");
+    // Names come back on create.
+    m.sh("echo again > a && mkdir e");
+    assert_eq!(m.sh("cat a; ls -A"), "again\na\ne\n");
+}
+both!(unlink_rmdir_leave_whiteouts);
+
+fn mkdir_over_whiteout_is_opaque(imp: Imp) {
+    let fx = Fixture::new(&["f d/x 1\nf d/sub/y 1"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("rm -r d && mkdir d");
+    assert_eq!(m.sh("ls -A d"), "");
+    assert_eq!(
+        get_xattr(&fx.up("d"), "trusted.overlay.opaque"),
+        Ok(b"y".to_vec())
+    );
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("ls -A d"), "", "opaque after remount");
+}
+both!(mkdir_over_whiteout_is_opaque);
+
+fn rename_lower_dir(imp: Imp) {
+    // Kernel overlayfs gives EXDEV here unless redirect_dir=on.
+    let fx = Fixture::new(&["f d/x hi\nf d/sub/y deep\nf f plain", "f d/low bottom"]);
+    let m = fx.mount(imp, "redirect_dir=on", "");
+    let (a, b) = (m.p("d"), m.p("e"));
+    within(move || std::fs::rename(a, b)).expect("rename of a lower dir");
+    let (a, b) = (m.p("f"), m.p("g"));
+    within(move || std::fs::rename(a, b)).expect("rename of a lower file");
+    let view = "ls -A; ls -A e; cat e/x e/sub/y e/low g";
+    let want = "e\ng\nlow\nsub\nx\nhi\ndeep\nbottom\nplain\n";
+    assert_eq!(m.sh(view), want);
+    m.unmount();
+    let m = fx.mount(imp, "redirect_dir=on", "");
+    assert_eq!(m.sh(view), want, "after remount");
+}
+both!(rename_lower_dir);
+
+fn rename_flags(imp: Imp) {
+    let fx = Fixture::new(&["f a A\nf b B"]);
+    let m = fx.mount(imp, "", "");
+    let (a, b, c) = (m.p("a"), m.p("b"), m.p("c"));
+    let noreplace = libc::RENAME_NOREPLACE;
+    let exchange = libc::RENAME_EXCHANGE;
+    let r = within({
+        let (a, b) = (a.clone(), b.clone());
+        move || common::renameat2(&a, &b, noreplace)
+    });
+    assert_eq!(r, Err(libc::EEXIST));
+    let r = within({
+        let (a, c) = (a.clone(), c.clone());
+        move || common::renameat2(&a, &c, noreplace)
+    });
+    assert_eq!(r, Ok(()));
+    let r = within(move || common::renameat2(&c, &b, exchange));
+    assert_eq!(r, Ok(()));
+    assert_eq!(m.sh("ls -A; cat b c"), "b\nc\nA\nB\n");
+}
+both!(rename_flags);
+
+fn ino_stable_across_copy_up_and_remount(imp: Imp) {
+    let fx = Fixture::new(&["f a 1\nf d/x 1\nf d/y 1"]);
+    let m = fx.mount(imp, "", "");
+    let stat = "stat -c %i a d d/x d/y";
+    let before = m.sh(stat);
+    m.sh("echo 2 >> a && echo 2 >> d/x && chmod 600 d/y");
+    assert_eq!(m.sh(stat), before, "after copy-up");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh(stat), before, "after remount");
+}
+both!(ino_stable_across_copy_up_and_remount);
+
+fn hard_links_survive_copy_up(imp: Imp) {
+    // Kernel overlayfs keeps lower hard links together only with index=on.
+    let fx = Fixture::new(&["f a data\nh b a"]);
+    let m = fx.mount(imp, "index=on", "");
+    let same = "[ $(stat -c %i a) = $(stat -c %i b) ] && stat -c %h a b";
+    assert_eq!(m.sh(same), "2\n2\n", "lower aliases");
+    m.sh("echo more >> a");
+    assert_eq!(m.sh("cat b"), "data\nmore\n", "alias sees the write");
+    assert_eq!(m.sh(same), "2\n2\n", "still one inode after copy-up");
+}
+both!(hard_links_survive_copy_up);
+
+fn link_of_lower_file(imp: Imp) {
+    let fx = Fixture::new(&["f a data"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("ln a c");
+    let same = "[ $(stat -c %i a) = $(stat -c %i c) ] && stat -c %h a c";
+    assert_eq!(m.sh(same), "2\n2\n");
+    m.sh("echo more >> c");
+    assert_eq!(m.sh("cat a"), "data\nmore\n");
+    m.sh("rm a");
+    assert_eq!(m.sh("stat -c %h c; cat c"), "1\ndata\nmore\n");
+}
+both!(link_of_lower_file);
+
+fn special_files(imp: Imp) {
+    let fx = Fixture::new(&["l ln target\np fifo\nc dev 1 3\ns sock"]);
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("stat -c '%F' ln fifo dev sock; readlink ln; stat -c '%t %T' dev"),
+        "symbolic link\nfifo\ncharacter special file\nsocket\ntarget\n1 3\n"
+    );
+    m.sh("mkfifo f2 && mknod d2 c 1 5 && ln -s xyz l2");
+    let sp = m.p("s2");
+    within(move || drop(std::os::unix::net::UnixListener::bind(sp).expect("bind socket")));
+    assert_eq!(
+        m.sh("stat -c '%F' f2 d2 l2 s2; readlink l2; stat -c '%t %T' d2"),
+        "fifo\ncharacter special file\nsymbolic link\nsocket\nxyz\n1 5\n"
+    );
+    assert_eq!(kind(fx.up("f2")), "fifo 0 0");
+    assert_eq!(kind(fx.up("d2")), "character special file 1 5");
+    assert_eq!(kind(fx.up("s2")), "socket 0 0");
+    assert_eq!(
+        std::fs::read_link(fx.up("l2")).unwrap(),
+        PathBuf::from("xyz")
+    );
+    // chown of a lower symlink copies it up as a symlink.
+    m.sh("chown -h 7:8 ln");
+    assert_eq!(disk_stat(&fx.up("ln"), "%F %u %g"), "symbolic link 7 8");
+    assert_eq!(m.sh("readlink ln"), "target\n");
+}
+both!(special_files);
+
+fn xattrs(imp: Imp) {
+    let fx = Fixture::new(&["f f 1\nx f user.a one\nd d\nx d user.dir yes"]);
+    let m = fx.mount(imp, "", "");
+    let f = m.p("f");
+    let (names, a, dir) = within({
+        let (f, d) = (f.clone(), m.p("d"));
+        move || {
+            (
+                common::list_xattr(&f),
+                get_xattr(&f, "user.a"),
+                get_xattr(&d, "user.dir"),
+            )
+        }
+    });
+    assert_eq!(a, Ok(b"one".to_vec()));
+    assert_eq!(dir, Ok(b"yes".to_vec()));
+    let names = names.unwrap();
+    assert!(names.contains(&"user.a".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("overlay")),
+        "private xattrs shown: {names:?}"
+    );
+    let (set, rm, after_rm, listed) = within(move || {
+        let set = common::set_xattr(&f, "user.b", b"two");
+        let rm = common::remove_xattr(&f, "user.a");
+        (set, rm, get_xattr(&f, "user.a"), common::list_xattr(&f))
+    });
+    assert_eq!((set, rm), (Ok(()), Ok(())));
+    assert_eq!(after_rm, Err(libc::ENODATA));
+    let listed = listed.unwrap();
+    assert!(listed.contains(&"user.b".to_string()) && !listed.contains(&"user.a".to_string()));
+    assert_eq!(get_xattr(&fx.up("f"), "user.b"), Ok(b"two".to_vec()));
+    assert_eq!(get_xattr(&fx.up("f"), "user.a"), Err(libc::ENODATA));
+    assert_eq!(
+        get_xattr(&fx.lowers[0].join("f"), "user.a"),
+        Ok(b"one".to_vec())
+    );
+}
+both!(xattrs);
+
+fn name_too_long(imp: Imp) {
+    let fx = Fixture::new(&["f a 1"]);
+    let m = fx.mount(imp, "", "");
+    let n255 = "n".repeat(255);
+    let n256 = "n".repeat(256);
+    m.sh(&format!(
+        "touch {n255} && stat {n255} >/dev/null && mkdir d && touch d/{n255}"
+    ));
+    for cmd in ["touch", "stat", "mkdir"] {
+        let out = m.try_sh(&format!("{cmd} {n256}"));
+        assert!(
+            !out.success() && out.stderr.contains("File name too long"),
+            "{cmd}: {out:?}"
+        );
+    }
+}
+both!(name_too_long);
+
+fn path_near_4096_bytes(imp: Imp) {
+    // A lower tree whose deepest file sits ~3900 bytes below the mountpoint.
+    let comp = "c".repeat(200);
+    let deep: String = (0..19).map(|_| comp.as_str()).collect::<Vec<_>>().join("/");
+    let fx = Fixture::new(&[&format!("f {deep}/low old")]);
+    let m = fx.mount(imp, "", "");
+    let full = m.p(&deep);
+    assert!(full.as_os_str().len() > 3800 && full.as_os_str().len() < 4080);
+    // Copy-up of the deep file (and all its parents), then new files at that depth.
+    m.sh(&format!(
+        "echo new >> {deep}/low && echo x > {deep}/up && cat {deep}/low {deep}/up"
+    ));
+    assert_eq!(m.sh(&format!("cat {deep}/low {deep}/up")), "old\nnew\nx\n");
+    let up = fx.up(&deep);
+    assert_eq!(std::fs::read_to_string(up.join("up")).unwrap(), "x\n");
+}
+both!(path_near_4096_bytes);
+
+fn nlink_of_open_unlinked_file(imp: Imp) {
+    let fx = Fixture::new(&["f low 1"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("echo 1 > up");
+    let (p, q) = (m.p("up"), m.p("low"));
+    let (n_up, n_low) = within(move || {
+        use std::os::unix::fs::MetadataExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let g = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&q)
+            .unwrap();
+        std::fs::remove_file(&q).unwrap();
+        (f.metadata().unwrap().nlink(), g.metadata().unwrap().nlink())
+    });
+    assert_eq!((n_up, n_low), (0, 0));
+}
+both!(nlink_of_open_unlinked_file);
+
+fn mmap_write(imp: Imp) {
+    let fx = Fixture::new(&["f a hello world"]);
+    let m = fx.mount(imp, "", "");
+    let p = m.p("a");
+    within(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        // SAFETY: a shared mapping of the file's first 12 bytes (its size), written then unmapped
+        // while `f` is open.
+        unsafe {
+            let ptr = libc::mmap(
+                std::ptr::null_mut(),
+                12,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(
+                ptr,
+                libc::MAP_FAILED,
+                "mmap: {}",
+                std::io::Error::last_os_error()
+            );
+            *(ptr as *mut u8) = b'H';
+            assert_eq!(libc::msync(ptr, 12, libc::MS_SYNC), 0);
+            libc::munmap(ptr, 12);
+        }
+    });
+    assert_eq!(m.sh("cat a"), "Hello world\n");
+    m.unmount();
+    assert_eq!(
+        std::fs::read_to_string(fx.up("a")).unwrap(),
+        "Hello world\n"
+    );
+}
+both!(mmap_write);
+
+fn fallocate_and_seek_hole(imp: Imp) {
+    let fx = Fixture::new(&["f a 1"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("fallocate -l 1048576 new && fallocate -l 65536 a");
+    assert_eq!(m.sh("stat -c %s new a"), "1048576\n65536\n");
+    m.sh("truncate -s 8M sparse && printf x | dd of=sparse bs=1 seek=4194304 conv=notrunc 2>/dev/null");
+    let p = m.p("sparse");
+    let (data, hole) = within(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&p).unwrap();
+        // SAFETY: lseek on an fd we own.
+        unsafe {
+            (
+                libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA),
+                libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE),
+            )
+        }
+    });
+    assert_eq!((data, hole), (4194304, 0));
+}
+both!(fallocate_and_seek_hole);
+
+fn statfs_reports_upper(imp: Imp) {
+    let fx = Fixture::new(&["f a 1"]);
+    let m = fx.mount(imp, "", "");
+    let mine = m.sh("stat -f -c '%S %b %l' .");
+    assert_eq!(mine.trim(), disk_stat_f(&fx.upper));
+}
+both!(statfs_reports_upper);
+
+fn disk_stat_f(p: &std::path::Path) -> String {
+    let out = testkit::run_timeout(
+        std::process::Command::new("stat")
+            .args(["-f", "-c", "%S %b %l"])
+            .arg(p),
+        common::STEP,
+    );
+    out.stdout.trim().to_string()
+}
+
+fn read_only_gives_erofs(imp: Imp) {
+    let fx = Fixture::new(&["f a 1\nd d", "f low 2"]);
+    let m = fx.mount_ro(imp);
+    let check = |m: &common::Mounted| {
+        assert_eq!(m.sh("cat a"), "1\n");
+        for cmd in [
+            "touch new",
+            "rm a",
+            "mkdir x",
+            "rmdir d",
+            "chmod 600 a",
+            "sh -c 'echo >> a'",
+        ] {
+            let out = m.try_sh(cmd);
+            assert!(
+                !out.success() && out.stderr.contains("Read-only file system"),
+                "{cmd}: {out:?}"
+            );
+        }
+    };
+    check(&m);
+    m.unmount();
+    // `ro` with an upper: the upper is shown but never written.
+    common::build(&fx.upper, "f u up");
+    let m = fx.mount_with(imp, &format!("{},ro", fx.rw_opts()), "", "");
+    assert_eq!(m.sh("cat u"), "up\n");
+    check(&m);
+    assert!(!fx.up("a").exists() && !fx.up("new").exists());
+}
+both!(read_only_gives_erofs);
+
+fn readdir_large_merged(imp: Imp) {
+    // More entries than one readdir reply holds, overlapping across layers.
+    let fx = Fixture::new(&["d big", "d big"]).with_upper("d big");
+    for i in 0..1500 {
+        std::fs::write(fx.lowers[0].join(format!("big/top-{i:04}")), "t").unwrap();
+        std::fs::write(fx.lowers[1].join(format!("big/low-{i:04}")), "l").unwrap();
+        if i % 2 == 0 {
+            std::fs::write(fx.lowers[1].join(format!("big/top-{i:04}")), "dup").unwrap();
+        }
+        if i % 3 == 0 {
+            common::mknod_chr(&fx.upper.join(format!("big/low-{i:04}")), 0, 0);
+        }
+    }
+    let m = fx.mount(imp, "", "");
+    let out = m.sh(
+        "ls -f big | grep -v '^\\.' | sort | uniq -c | awk '$1 != 1' | wc -l; ls -A big | wc -l",
+    );
+    assert_eq!(
+        out, "0\n2500\n",
+        "duplicates, then total (1500 + 1500 - 500 whited out)"
+    );
+}
+both!(readdir_large_merged);
+
+fn concurrent_copy_up(imp: Imp) {
+    let fx = Fixture::new(&["big f 16\nf g 0"]);
+    let m = fx.mount(imp, "", "");
+    m.sh("for i in 1 2 3 4 5 6 7 8; do (echo $i >> f; echo $i >> g) & done; wait");
+    assert_eq!(m.sh("stat -c %s f"), format!("{}\n", (16 << 20) + 16));
+    assert_eq!(m.sh("sort -n g | tr -d '\\n'"), "012345678");
+    m.sh(&format!(
+        "cmp -n {} f {}",
+        16 << 20,
+        fx.lowers[0].join("f").display()
+    ));
+}
+both!(concurrent_copy_up);
+
+fn posix_odds_and_ends(imp: Imp) {
+    let fx = Fixture::new(&["f a 12345\nf b b\nd d 700\nf d/x x\nf e e\nt e 1000000000"]);
+    let m = fx.mount(imp, "", "");
+    // O_EXCL on a lower name.
+    let out = m.try_sh("set -C; echo > a");
+    assert!(!out.success() && out.stderr.contains("exists"), "{out:?}");
+    // truncate, rename over a lower file, chmod of a lower dir, utimes of a lower file.
+    m.sh("truncate -s 2 a && mv a b && chmod 751 d && touch -m -d @1234567890 e");
+    assert_eq!(m.sh("cat b; echo; ls -A"), "12\nb\nd\ne\n");
+    assert_eq!(m.sh("stat -c '%a' d; stat -c '%Y' e"), "751\n1234567890\n");
+    // A name changes type: file -> dir, dir -> file.
+    m.sh("rm b && mkdir b && echo y > b/y && rm -r d && echo now-a-file > d");
+    assert_eq!(m.sh("cat b/y d; ls -A b"), "y\nnow-a-file\ny\n");
+    // O_APPEND writes land at the end.
+    m.sh("echo 1 >> e && echo 2 >> e");
+    assert_eq!(m.sh("cat e"), "e\n1\n2\n");
+}
+both!(posix_odds_and_ends);
+
+fn no_host_symlink_following(imp: Imp) {
+    // A directory held open (as a cwd) is swapped for a symlink to a host directory; creating
+    // a file through the held directory must land in the directory itself, never in the target.
+    let fx = Fixture::new(&["d base"]);
+    let victim = fx.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let m = fx.mount(imp, "", "");
+    let script = format!(
+        "mkdir d && cd d && (cd \"$M\" && mv d d.old && ln -s {v} d) && echo pwn > newfile \
+         && mkdir newdir && ln -s x newlink && cat newfile",
+        v = victim.display()
+    );
+    assert_eq!(m.sh(&script), "pwn\n");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "wrote through a symlink"
+    );
+    assert_eq!(
+        m.sh("ls -A d.old; readlink d"),
+        format!("newdir\nnewfile\nnewlink\n{}\n", victim.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.up("d.old/newfile")).unwrap(),
+        "pwn\n"
+    );
+}
+both!(no_host_symlink_following);
+
+fn permissions_for_other_users(imp: Imp) {
+    // rcl-fs needs allow_other for other users to enter at all (FUSE rule); then the kernel
+    // checks permissions (default_permissions) as it does on overlayfs.
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&[
+        "f pub readable\nm pub 644\nf secret s\nm secret 600\nd ro 755\nd open 777\nd mine 755",
+    ]);
+    common::build(&fx.lowers[0], &format!("u mine {uid} {gid}"));
+    let m = fx.mount(imp, "", "allow_other");
+    let script = "cd \"$M\"; cat pub; cat secret 2>&1 | grep -c 'Permission denied'; \
+        (echo x >> pub) 2>&1 | grep -c 'Permission denied'; \
+        touch ro/f 2>&1 | grep -c 'Permission denied'; \
+        echo mine > open/f && echo mine2 > mine/g && stat -c '%u %g' open/f mine/g";
+    let out = testkit::run_timeout(
+        testkit::as_test_user("sh")
+            .arg("-c")
+            .arg(script)
+            .env("M", &m.mnt),
+        common::STEP,
+    );
+    assert_eq!(
+        out.stdout,
+        format!("readable\n1\n1\n1\n{uid} {gid}\n{uid} {gid}\n"),
+        "{out:?}"
+    );
+    assert_eq!(disk_stat(&fx.up("open/f"), "%u %g"), format!("{uid} {gid}"));
+}
+both!(permissions_for_other_users);
+
+fn sparse_copy_up_keeps_holes(imp: Imp) {
+    let fx = Fixture::new(&[]);
+    let lower = fx.dir.path().join("l-sparse");
+    std::fs::create_dir(&lower).unwrap();
+    testkit::sh(
+        &format!(
+            "truncate -s 64M {0}/s && printf x | dd of={0}/s bs=1 seek=33554432 conv=notrunc 2>/dev/null",
+            lower.display()
+        ),
+        common::STEP,
+    )
+    .assert_ok();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        fx.upper.display(),
+        fx.work.display()
+    );
+    let m = fx.mount_with(imp, &opts, "", "");
+    m.sh("echo y >> s");
+    assert_eq!(m.sh("stat -c %s s"), format!("{}\n", (64 << 20) + 2));
+    let blocks: u64 = disk_stat(&fx.up("s"), "%b").parse().unwrap();
+    // Kernel overlayfs skips holes at 1 MiB granularity (2056 blocks here); a full copy would
+    // be 131072 blocks.
+    assert!(blocks < 16384, "copy-up filled holes: {blocks} blocks");
+    assert_eq!(
+        m.sh("dd if=s bs=1 skip=33554432 count=1 2>/dev/null; tail -c 2 s"),
+        "xy\n"
+    );
+}
+both!(sparse_copy_up_keeps_holes);
+
+fn metacopy_survives_remount(imp: Imp) {
+    let fx = Fixture::new(&["big f 4\nf g small"]);
+    let m = fx.mount(imp, "metacopy=on", "metacopy=on");
+    m.sh("chmod 604 f && chown 5:6 g");
+    m.unmount();
+    let m = fx.mount(imp, "metacopy=on", "metacopy=on");
+    assert_eq!(
+        m.sh("stat -c '%a %s' f; stat -c '%u %g' g; cat g"),
+        "604 4194304\n5 6\nsmall\n"
+    );
+    m.sh(&format!("cmp f {}", fx.lowers[0].join("f").display()));
+    m.sh("echo more >> g");
+    assert_eq!(m.sh("cat g"), "small\nmore\n");
+}
+both!(metacopy_survives_remount);
+
+fn device_nodes_work(imp: Imp) {
+    let fx = Fixture::new(&["c null 1 3\nc zero 1 5"]);
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("echo gone > null && head -c 3 zero | od -An -tx1"),
+        " 00 00 00\n"
+    );
+}
+both!(device_nodes_work);
+
+fn data_integrity(imp: Imp) {
+    let fx = Fixture::new(&["big low 8"]);
+    let m = fx.mount(imp, "", "");
+    let src = fx.dir.path().join("random");
+    testkit::sh(
+        &format!("head -c 20000000 /dev/urandom > {}", src.display()),
+        common::STEP,
+    )
+    .assert_ok();
+    let want = testkit::sh(&format!("md5sum < {}", src.display()), common::STEP).stdout;
+    m.sh(&format!("cp {} new", src.display()));
+    // Scattered writes into a lower file (copy-up), then read back.
+    m.sh(
+        "printf AB | dd of=low bs=1 seek=5000000 conv=notrunc 2>/dev/null \
+          && printf CD | dd of=low bs=1 seek=8388607 conv=notrunc 2>/dev/null",
+    );
+    let view = "dd if=low bs=1 skip=5000000 count=2 2>/dev/null; echo; tail -c 2 low; echo; \
+                stat -c %s low";
+    assert_eq!(m.sh("md5sum < new"), want);
+    assert_eq!(m.sh(view), "AB\nCD\n8388609\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(m.sh("md5sum < new"), want, "after remount");
+    assert_eq!(m.sh(view), "AB\nCD\n8388609\n");
+}
+both!(data_integrity);
+
+// --- rcl-fs only -------------------------------------------------------------------------------
+
+/// Kernel overlayfs does not read `.wh.` files: this format is rcl-fs's (and OCI layers').
+fn rclfs_only(check: fn()) {
+    if let Some(why) = common::unavailable(Imp::RclFs) {
+        testkit::skip!("{why}");
+    }
+    check();
+}
+
+#[test]
+fn rclfs_wh_files_in_lowers() {
+    rclfs_only(|| {
+        let fx = Fixture::new(&[
+            "f .wh.b\nf d/.wh..wh..opq\nf d/mid m\nf keep k\nf e/.wh.x",
+            "f a a\nf b b\nf d/low l\nf e/x x\nf e/y y",
+        ]);
+        let m = fx.mount(Imp::RclFs, "", "");
+        assert_eq!(
+            m.sh("ls -A"),
+            "a\nd\ne\nkeep\n",
+            ".wh. names hidden, b whited out"
+        );
+        assert_eq!(m.sh("ls -A d; ls -A e"), "mid\ny\n");
+        for n in [".wh.b", "d/.wh..wh..opq", "b", "e/x"] {
+            assert!(!m.try_sh(&format!("stat {n}")).success(), "{n} visible");
+        }
+    });
+}
+
+#[test]
+fn rclfs_whiteout_wh_option_writes_wh_files() {
+    rclfs_only(|| {
+        let fx = Fixture::new(&["f a 1\nf d/x 1"]);
+        let m = fx.mount(Imp::RclFs, "", "whiteout=wh");
+        m.sh("rm a && rm -r d && mkdir d && echo n > d/n");
+        assert_eq!(m.sh("ls -A; ls -A d"), "d\nn\n");
+        assert_eq!(disk_stat(&fx.up(".wh.a"), "%F"), "regular empty file");
+        assert_eq!(
+            disk_stat(&fx.up("d/.wh..wh..opq"), "%F"),
+            "regular empty file"
+        );
+        assert!(!fx.up("a").exists());
+        m.unmount();
+        let m = fx.mount(Imp::RclFs, "", "whiteout=wh");
+        assert_eq!(m.sh("ls -A; ls -A d"), "d\nn\n");
+    });
+}
+
+#[test]
+fn rclfs_uid_gid_mapping() {
+    rclfs_only(|| {
+        let fx = Fixture::new(&["f a 1\nu a 1000 1000\nf b 1\nu b 5 5\nf c 1\nu c 100002 100003"]);
+        let m = fx.mount(
+            Imp::RclFs,
+            "",
+            "uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1:1:100000:65536",
+        );
+        assert_eq!(m.sh("stat -c '%u %g' a b c"), "0 0\n65534 65534\n3 4\n");
+        m.sh("echo x > new && chown 2:3 new && echo y > own0");
+        assert_eq!(disk_stat(&fx.up("new"), "%u %g"), "100001 100002");
+        assert_eq!(disk_stat(&fx.up("own0"), "%u %g"), "1000 1000");
+        assert_eq!(m.sh("stat -c '%u %g' new"), "2 3\n");
+    });
+}
+
+#[test]
+fn rclfs_squash_options() {
+    rclfs_only(|| {
+        let fx = Fixture::new(&["f a 1\nu a 1000 1001\nf b 1\nu b 5 6"]);
+        let m = fx.mount(Imp::RclFs, "", "squash_to_root");
+        assert_eq!(m.sh("stat -c '%u %g' a b"), "0 0\n0 0\n");
+        m.unmount();
+        let m = fx.mount(Imp::RclFs, "", "squash_to_uid=7,squash_to_gid=8");
+        assert_eq!(m.sh("stat -c '%u %g' a b"), "7 8\n7 8\n");
+    });
+}
+
+// --- each implementation reads the other's upper -----------------------------------------------
+
+const WRITE_SCRIPT: &str = "echo new >> a && rm b && rm -r d && mkdir d && echo z > d/z \
+    && mv c c2 && mkdir n && echo n > n/f && rm -r e && echo keep > keep";
+const VIEW_SCRIPT: &str = "ls -A; cat a c2 n/f; ls -A d; cat d/z; ls -A keep_dir";
+const VIEW: &str = "a\nc2\nd\nkeep\nkeep_dir\nn\n1\nnew\nc\nn\nz\nz\nk\n";
+
+fn cross(writer: Imp, reader: Imp) {
+    for imp in [writer, reader] {
+        if let Some(why) = common::unavailable(imp) {
+            testkit::skip!("{why}");
+        }
+    }
+    let fx = Fixture::new(&["f a 1\nf b b\nf c c\nf d/x x\nf e/y y\nf keep_dir/k k"]);
+    let m = fx.mount(writer, "", "");
+    m.sh(WRITE_SCRIPT);
+    assert_eq!(m.sh(VIEW_SCRIPT), VIEW, "{writer:?} view of its own upper");
+    m.unmount();
+    let m = fx.mount(reader, "", "");
+    assert_eq!(
+        m.sh(VIEW_SCRIPT),
+        VIEW,
+        "{reader:?} view of {writer:?}'s upper"
+    );
+}
+
+#[test]
+fn kernel_reads_rclfs_upper() {
+    cross(Imp::RclFs, Imp::Kernel);
+}
+
+#[test]
+fn rclfs_reads_kernel_upper() {
+    cross(Imp::Kernel, Imp::RclFs);
+}
