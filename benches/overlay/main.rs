@@ -197,6 +197,13 @@ fn main() {
         }
         let mut group = c.benchmark_group(w.name);
         group.sampling_mode(SamplingMode::Flat);
+        // A fresh mount per iteration costs far more than the timed part of the quick
+        // workloads: ask criterion for one iteration per sample there (11 runs in all).
+        group.measurement_time(if w.mode == Mode::Warm {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(10)
+        });
         for imp in &impls {
             if *imp == Impl::KernelMeta && !w.metacopy {
                 continue;
@@ -724,6 +731,7 @@ fn container_start(ctx: &Ctx, c: &mut Criterion, target_dir: &Path) {
         .declare(name, "rcl", Kind::Time, 1.0, "starts");
     let mut group = c.benchmark_group(name);
     group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_millis(10));
     group.bench_function("rcl", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

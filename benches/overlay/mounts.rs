@@ -181,9 +181,16 @@ fn find_server(mnt: &Path) -> Option<i32> {
     None
 }
 
+/// Waits until `pid` has exited (a zombie counts as exited: its parent may not reap it).
 fn wait_gone(pid: i32, limit: Duration) {
     let end = Instant::now() + limit;
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+    let alive = || {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    while alive() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
