@@ -52,7 +52,7 @@ run_one() {
     head -n 14 "$OUT/$name.strace"
     if [ -n "$pf" ]; then
         perf report -i "$OUT/$name.perf.data" --no-children --stdio --sort sym 2>/dev/null \
-            | grep -E '^ +[0-9]' | head -n 15 > "$OUT/$name.perf.txt" || true
+            | grep -E '^ +[0-9.]+%' | head -n 15 > "$OUT/$name.perf.txt" || true
         cat "$OUT/$name.perf.txt"
     fi
 }
