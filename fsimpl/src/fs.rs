@@ -295,7 +295,9 @@ impl UnionFs {
             let off = i as u64 + 1;
             if i < 2 {
                 let eino = if i == 0 { ino } else { st.parent };
-                let n = self.nodes.get(eino);
+                // The kernel ignores `.` and `..` of readdirplus for lookups; when the parent
+                // node is not in the table, the directory's own attributes do.
+                let n = self.nodes.get(eino).or_else(|| Some(node.clone()));
                 if add(eino, off, FileType::Directory, name, n.as_ref()) {
                     break;
                 }

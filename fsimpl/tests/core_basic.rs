@@ -266,3 +266,49 @@ fn rename_of_lower_file_is_metacopy_and_keeps_data() {
         "cmp dir2/back ../l0/dir/big; echo x >> dir2/back; test $(stat -c %s dir2/back) = 2097154",
     );
 }
+
+#[test]
+fn we_read_an_upper_written_by_kernel_overlayfs() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    put(&l.join("keep"), "k");
+    put(&l.join("del"), "d");
+    put(&l.join("dir/child"), "c");
+    put(&l.join("sub/f"), "f");
+    let kmnt = m.dir.path().join("kmnt");
+    std::fs::create_dir(&kmnt).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        m.upper.display(),
+        m.work.display()
+    );
+    let out = testkit::run_timeout(
+        std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&kmnt),
+        std::time::Duration::from_secs(20),
+    );
+    if !out.success() {
+        testkit::skip!("kernel overlayfs mount failed: {}", out.stderr);
+    }
+    {
+        let _g = testkit::MountGuard::new(&kmnt);
+        let out = testkit::sh(
+            &format!(
+                "cd {} && rm del && rm -r dir && mkdir dir && echo n > dir/n && echo up >> keep && chmod 600 sub/f",
+                kmnt.display()
+            ),
+            std::time::Duration::from_secs(20),
+        );
+        out.assert_ok();
+    }
+    assert!(!testkit::is_mounted(&kmnt));
+    let cfg = m.config();
+    m.mount(cfg);
+    assert_eq!(
+        m.sh("ls -A | tr '\\n' ' '; ls dir; cat keep; stat -c %a sub/f; cat sub/f"),
+        "dir keep sub n\nkup\n600\nf"
+    );
+}

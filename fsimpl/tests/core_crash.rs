@@ -18,7 +18,8 @@ fn crash_server_process() {
         return;
     };
     let p: Vec<&str> = spec.split('|').collect();
-    let mut cfg = fsimpl::OverlayConfig::new(vec![p[0].into()]).with_upper(p[1].into(), p[2].into());
+    let mut cfg =
+        fsimpl::OverlayConfig::new(vec![p[0].into()]).with_upper(p[1].into(), p[2].into());
     cfg.threads = 2;
     let fs = fsimpl::UnionFs::new(cfg).expect("new");
     let s = fsimpl::mount(fs, Path::new(p[3])).expect("mount");
@@ -54,7 +55,12 @@ fn kill_during_copy_up_is_atomic() {
             m.mnt.display()
         );
         let mut server = Command::new(&exe)
-            .args(["--exact", "crash_server_process", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_server_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV, spec)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -459,3 +459,66 @@ fn rootless_kernel() {
 fn rootless_rclfs() {
     rootless(Imp::RclFs);
 }
+
+#[test]
+fn sigterm_while_busy_unmounts_and_exits() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let m = fx.mount(Imp::RclFs, "", "");
+    let pid = m.server.expect("server pid");
+    // A process keeps the mount busy (cwd inside, a file open).
+    let mut busy = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$M\" && exec 3<a && sleep 30")
+        .env("M", &fx.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = run_timeout(Command::new("umount").arg(&fx.mnt), STEP);
+    assert!(!out.success() && out.stderr.contains("busy"), "{out:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let gone = wait_gone(pid, Duration::from_secs(10));
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(gone, "server survived SIGTERM while busy");
+    assert!(!testkit::is_mounted(&fx.mnt), "still mounted");
+}
+
+#[test]
+fn debug_flag_logs_and_stays_in_foreground() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let log = fx.dir.path().join("log");
+    let mut child = rclfs()
+        .arg("-d")
+        .arg("-o")
+        .arg(fx.rw_opts())
+        .arg(&fx.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !testkit::is_mounted(&fx.mnt) {
+        assert!(Instant::now() < deadline, "rcl-fs -d did not mount");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        testkit::sh(&format!("cat {}/a", fx.mnt.display()), STEP).stdout,
+        "hello\n"
+    );
+    run_timeout(Command::new("umount").arg(&fx.mnt), STEP).assert_ok();
+    let st = wait_child(&mut child, Duration::from_secs(10)).expect("server still running");
+    assert!(st.success(), "{st:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 3, "little debug output: {text}");
+}
