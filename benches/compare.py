@@ -196,18 +196,20 @@ def main():
         lines.append("")
         lines.append("Peak RSS of the FUSE server (VmHWM) after a cold walk of "
                      f"{rss[0]['files']:,} files:\n")
-        lines.append("| server | VmHWM before | VmHWM after walk | walk time | target |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| server | VmHWM before | VmHWM after walk | walk time | server fds | errors | target |")
+        lines.append("|---|---|---|---|---|---|---|")
         for e in rss:
             mib = e["vmhwm_kib"] / 1024
             before = e.get("vmhwm_kib_before")
             tgt = "-"
+            errs = e.get("errors") or 0
             if e["impl"] == RCL:
-                ok = mib <= RSS_TARGET_MIB
+                ok = mib <= RSS_TARGET_MIB and errs == 0
                 tgt = f"<= {RSS_TARGET_MIB} MiB {'PASS' if ok else 'FAIL'}"
                 verdicts.append(("rss", "rss", ok))
+            err_txt = f"{errs}: {e.get('first_error')}" if errs else "0"
             lines.append(f"| {e['impl']} | {before / 1024 if before else 0:.1f} MiB | {mib:.1f} MiB | "
-                         f"{e['walk_s']:.2f} s | {tgt} |")
+                         f"{e['walk_s']:.2f} s | {e.get('server_fds', '?')} | {err_txt} | {tgt} |")
     if verdicts:
         passed = sum(1 for v in verdicts if v[2])
         lines.append(f"\nTargets: {passed} of {len(verdicts)} checks pass.")

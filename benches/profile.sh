@@ -7,13 +7,13 @@
 #   sudo bash benches/profile.sh [workload...]   (default: all; see the case list below)
 #
 # Env: RCL_BENCH_DIR (default /var/tmp/rcl-bench), RCL_FS_BIN (default target/release/rcl-fs),
-# PROFILE_OUT (default bench-results/profile). Needs root, strace; perf is optional.
+# PROFILE_OUT (default $RCL_BENCH_DIR/profile). Needs root, strace; perf is optional.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "profile.sh: run as root" >&2; exit 0; }
 BENCH=${RCL_BENCH_DIR:-/var/tmp/rcl-bench}
 BIN=${RCL_FS_BIN:-$PWD/target/release/rcl-fs}
-OUT=${PROFILE_OUT:-$PWD/bench-results/profile}
+OUT=${PROFILE_OUT:-$BENCH/profile}
 L=$BENCH/layers
 [ -x "$BIN" ] || { echo "profile.sh: $BIN missing (cargo build --release -p fsimpl)" >&2; exit 1; }
 [ -d "$L/top" ] || { echo "profile.sh: no layers in $L (run the benchmark once)" >&2; exit 1; }

@@ -556,6 +556,34 @@ fn walk(dir: &Path) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Like [`walk`], but goes on past errors, counting them (and keeping the first).
+fn walk_lenient(dir: &Path, errors: &mut (usize, Option<String>)) {
+    fn note(errors: &mut (usize, Option<String>), what: &Path, e: io::Error) {
+        errors.0 += 1;
+        errors
+            .1
+            .get_or_insert_with(|| format!("{}: {e}", what.display()));
+    }
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => return note(errors, dir, e),
+    };
+    for e in rd {
+        let p = match e {
+            Ok(e) => e.path(),
+            Err(e) => {
+                note(errors, dir, e);
+                continue;
+            }
+        };
+        match fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => walk_lenient(&p, errors),
+            Ok(_) => {}
+            Err(e) => note(errors, &p, e),
+        }
+    }
+}
+
 /// Asks for `security.capability` like `ls` does; "no such attribute" is the expected answer.
 fn lgetxattr_probe(p: &Path) -> io::Result<()> {
     let path = CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)?;
@@ -647,14 +675,22 @@ fn peak_rss(ctx: &Ctx, impls: &[Impl]) {
             let pid = m.server_pid.ok_or("server process not found")?;
             let before = mounts::peak_rss_kib(pid);
             drop_caches();
-            let d = timed(ctx, &m, || walk(&m.mnt.join("rss")).map(|_| ()))
-                .map_err(|e| e.to_string())?;
+            let mut errors = (0usize, None::<String>);
+            let d = timed(ctx, &m, || {
+                walk_lenient(&m.mnt.join("rss"), &mut errors);
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
             let after = mounts::peak_rss_kib(pid).ok_or("cannot read VmHWM")?;
-            Ok(
-                json!({"what": "rss-walk", "impl": imp.name(), "files": files,
-                      "walk_s": d.as_secs_f64(), "vmhwm_kib_before": before,
-                      "vmhwm_kib": after}),
-            )
+            let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .ok();
+            Ok(json!({
+                "what": "rss-walk", "impl": imp.name(), "files": files,
+                "walk_s": d.as_secs_f64(), "vmhwm_kib_before": before,
+                "vmhwm_kib": after, "server_fds": fds,
+                "errors": errors.0, "first_error": errors.1,
+            }))
         })();
         let mut rec = ctx.rec.borrow_mut();
         match r {
