@@ -188,11 +188,22 @@ fn main() {
         .configure_from_args();
     let filter = positional_filter();
 
+    // Optional wall-clock budget: workloads not started before it runs out are reported as not
+    // run (a started group always finishes, so every reported number is a whole measurement).
+    let budget = std::env::var("RCL_BENCH_BUDGET_S")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let over_budget = || budget.is_some_and(|b| Instant::now() > b);
+    let wanted = |name: &str| filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
     for w in workloads(&ctx.layers) {
-        if filter
-            .as_ref()
-            .is_some_and(|f| !w.name.contains(f.as_str()))
-        {
+        if !wanted(w.name) {
+            continue;
+        }
+        if over_budget() {
+            ctx.rec
+                .borrow_mut()
+                .not_run(w.name, "RCL_BENCH_BUDGET_S ran out before it started");
             continue;
         }
         let mut group = c.benchmark_group(w.name);
@@ -242,17 +253,19 @@ fn main() {
         group.finish();
     }
 
-    if filter
-        .as_ref()
-        .is_none_or(|f| "rss-walk".contains(f.as_str()))
-    {
-        peak_rss(&ctx, &impls);
-    }
-    if filter
-        .as_ref()
-        .is_none_or(|f| "container-start".contains(f.as_str()))
-    {
-        container_start(&ctx, &mut c, &target_dir);
+    for (name, rss) in [("rss-walk", true), ("container-start", false)] {
+        if !wanted(name) {
+            continue;
+        }
+        if over_budget() {
+            ctx.rec
+                .borrow_mut()
+                .not_run(name, "RCL_BENCH_BUDGET_S ran out before it started");
+        } else if rss {
+            peak_rss(&ctx, &impls);
+        } else {
+            container_start(&ctx, &mut c, &target_dir);
+        }
     }
     c.final_summary();
     let rec = ctx.rec.borrow();
