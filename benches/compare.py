@@ -186,9 +186,13 @@ def main():
             chart.append((wl, rel))
     lines.append("")
 
-    cs = rows.get(("container-start", "rcl"))
-    if cs:
-        lines.append(f"Container start (`rcl run` of `true`, two-layer rootfs): {value(cs)[1]}.\n")
+    starts = {i: rows[("container-start", i)] for i in ("rcl", "runc") if ("container-start", i) in rows}
+    if starts:
+        parts = [f"{i} {value(r)[1]}" for i, r in starts.items()]
+        q, why = ratio(rows, run_id, "container-start", "rcl", "runc")
+        rq = f"; rcl/runc {q:.2f}x time" if q is not None else ""
+        lines.append("Container start of `true` on a two-layer busybox rootfs (`rcl run`; `runc run` on a "
+                     f"read-only kernel overlay, mount included): {', '.join(parts)}{rq}.\n")
     for nr in doc.get("not_run", []):
         lines.append(f"- not run: **{nr['what']}**: {nr['why']}")
     rss = [e for e in doc.get("extras", []) if e.get("what") == "rss-walk"]

@@ -717,37 +717,28 @@ fn peak_rss(ctx: &Ctx, impls: &[Impl]) {
     }
 }
 
-/// `rcl run` of `true` on a two-layer rootfs, when the launcher is built and works.
+/// A way to start a container running `true`; `Ok(false)` = it ran but exited non-zero.
+type Starter<'a> = Box<dyn Fn() -> io::Result<bool> + 'a>;
+
+/// Container start: `rcl run` of `true` on a two-layer busybox rootfs (when the launcher is built
+/// and works), and `runc run` of the same on a read-only kernel overlay of the same two layers
+/// (mount + run + unmount, timed together; when runc is installed).
 fn container_start(ctx: &Ctx, c: &mut Criterion, target_dir: &Path) {
+    let name = "container-start";
     let rcl = std::env::var_os("RCL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir.join("rcl"));
     let dir = ctx.base.join("container");
+    let (app, base) = (dir.join("layers/app"), dir.join("layers/base"));
+    if let Err(e) = container_layers(&app, &base) {
+        ctx.rec.borrow_mut().not_run(name, &e.to_string());
+        return;
+    }
     let spec = dir.join("true.toml");
-    let prepared = (|| -> io::Result<()> {
+    let rcl_ok = (|| -> io::Result<()> {
         if !rcl.is_file() {
             return Err(io::Error::other(format!("{} not built", rcl.display())));
         }
-        let base = dir.join("layers/base");
-        let app = dir.join("layers/app");
-        for d in ["bin", "etc", "proc", "dev", "sys", "tmp"] {
-            fs::create_dir_all(base.join(d))?;
-        }
-        fs::create_dir_all(&app)?;
-        let bb = Path::new("/bin/busybox");
-        if !bb.is_file() {
-            return Err(io::Error::other(
-                "/bin/busybox missing (apt-get install busybox-static)",
-            ));
-        }
-        fs::copy(bb, base.join("bin/busybox"))?;
-        for a in ["true", "sh"] {
-            let l = base.join("bin").join(a);
-            if fs::symlink_metadata(&l).is_err() {
-                std::os::unix::fs::symlink("busybox", l)?;
-            }
-        }
-        fs::write(app.join("hello"), "hello\n")?;
         fs::write(
             &spec,
             format!(
@@ -768,43 +759,136 @@ fn container_start(ctx: &Ctx, c: &mut Criterion, target_dir: &Path) {
         }
         Ok(())
     })();
-    if let Err(e) = prepared {
-        ctx.rec
+    let mut starters: Vec<(&str, Starter)> = Vec::new();
+    match rcl_ok {
+        Ok(()) => starters.push((
+            "rcl",
+            Box::new(|| {
+                Ok(Command::new(&rcl)
+                    .arg("run")
+                    .arg(&spec)
+                    .stdin(std::process::Stdio::null())
+                    .status()?
+                    .success())
+            }),
+        )),
+        Err(e) => ctx
+            .rec
             .borrow_mut()
-            .not_run("container-start", &e.to_string());
+            .not_run("container-start/rcl", &e.to_string()),
+    }
+    let bundle = dir.join("runc-bundle");
+    match which("runc").ok_or_else(|| io::Error::other("runc not installed")) {
+        Ok(runc) => match runc_bundle(&runc, &bundle) {
+            Ok(()) => {
+                let lower = format!("lowerdir={}:{}", app.display(), base.display());
+                starters.push((
+                    "runc",
+                    Box::new(move || {
+                        let root = bundle.join("rootfs");
+                        let m = Command::new("mount")
+                            .args(["-t", "overlay", "overlay", "-o", &lower])
+                            .arg(&root)
+                            .status()?;
+                        if !m.success() {
+                            return Ok(false);
+                        }
+                        let ok = Command::new(&runc)
+                            .arg("run")
+                            .arg("--bundle")
+                            .arg(&bundle)
+                            .arg(format!("rcl-bench-{}", std::process::id()))
+                            .stdin(std::process::Stdio::null())
+                            .status()?
+                            .success();
+                        let u = Command::new("umount").arg(&root).status()?;
+                        Ok(ok && u.success())
+                    }),
+                ));
+            }
+            Err(e) => ctx
+                .rec
+                .borrow_mut()
+                .not_run("container-start/runc", &e.to_string()),
+        },
+        Err(e) => ctx
+            .rec
+            .borrow_mut()
+            .not_run("container-start/runc", &e.to_string()),
+    }
+    if starters.is_empty() {
         return;
     }
-    let name = "container-start";
-    ctx.rec
-        .borrow_mut()
-        .declare(name, "rcl", Kind::Time, 1.0, "starts");
     let mut group = c.benchmark_group(name);
     group.sampling_mode(SamplingMode::Flat);
     group.measurement_time(Duration::from_millis(10));
-    group.bench_function("rcl", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let ok = Command::new(&rcl)
-                    .arg("run")
-                    .arg(&spec)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                let d = t.elapsed();
-                let mut rec = ctx.rec.borrow_mut();
-                if ok {
-                    rec.sample(name, "rcl", d.as_secs_f64());
-                } else {
-                    rec.fail(name, "rcl", "rcl run exited non-zero");
+    for (who, start) in &starters {
+        ctx.rec
+            .borrow_mut()
+            .declare(name, who, Kind::Time, 1.0, "starts");
+        group.bench_function(*who, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let r = start();
+                    let d = t.elapsed();
+                    let mut rec = ctx.rec.borrow_mut();
+                    match r {
+                        Ok(true) => rec.sample(name, who, d.as_secs_f64()),
+                        Ok(false) => rec.fail(name, who, "exited non-zero"),
+                        Err(e) => rec.fail(name, who, &e.to_string()),
+                    }
+                    total += d;
                 }
-                total += d;
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+        ctx.rec.borrow().flush();
+    }
     group.finish();
-    ctx.rec.borrow().flush();
+}
+
+/// The two container layers: `base` with a static busybox as /bin/true and /bin/sh, `app` with
+/// one file.
+fn container_layers(app: &Path, base: &Path) -> io::Result<()> {
+    let bb = Path::new("/bin/busybox");
+    if !bb.is_file() {
+        return Err(io::Error::other(
+            "/bin/busybox missing (apt-get install busybox-static)",
+        ));
+    }
+    for d in ["bin", "etc", "proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(base.join(d))?;
+    }
+    fs::create_dir_all(app)?;
+    fs::copy(bb, base.join("bin/busybox"))?;
+    for a in ["true", "sh"] {
+        let l = base.join("bin").join(a);
+        if fs::symlink_metadata(&l).is_err() {
+            std::os::unix::fs::symlink("busybox", l)?;
+        }
+    }
+    fs::write(app.join("hello"), "hello\n")
+}
+
+/// An OCI bundle for runc running `/bin/true` (its rootfs is mounted per start).
+fn runc_bundle(runc: &Path, bundle: &Path) -> io::Result<()> {
+    fs::create_dir_all(bundle.join("rootfs"))?;
+    let _ = fs::remove_file(bundle.join("config.json"));
+    let st = Command::new(runc)
+        .arg("spec")
+        .current_dir(bundle)
+        .status()?;
+    if !st.success() {
+        return Err(io::Error::other("runc spec failed"));
+    }
+    let path = bundle.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&path)?)?;
+    cfg["process"]["terminal"] = json!(false);
+    cfg["process"]["args"] = json!(["/bin/true"]);
+    cfg["root"]["readonly"] = json!(true);
+    fs::write(&path, serde_json::to_vec_pretty(&cfg)?)
 }
 
 /// The criterion filter (first positional argument), applied to the extra workloads too.
