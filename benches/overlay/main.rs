@@ -196,6 +196,21 @@ fn main() {
         .map(|s| Instant::now() + Duration::from_secs(s));
     let over_budget = || budget.is_some_and(|b| Instant::now() > b);
     let wanted = |name: &str| filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
+    // The measurements outside criterion's groups first: they are quick.
+    for (name, rss) in [("rss-walk", true), ("container-start", false)] {
+        if !wanted(name) {
+            continue;
+        }
+        if over_budget() {
+            ctx.rec
+                .borrow_mut()
+                .not_run(name, "RCL_BENCH_BUDGET_S ran out before it started");
+        } else if rss {
+            peak_rss(&ctx, &impls);
+        } else {
+            container_start(&ctx, &mut c, &target_dir);
+        }
+    }
     for w in workloads(&ctx.layers) {
         if !wanted(w.name) {
             continue;
@@ -253,20 +268,6 @@ fn main() {
         group.finish();
     }
 
-    for (name, rss) in [("rss-walk", true), ("container-start", false)] {
-        if !wanted(name) {
-            continue;
-        }
-        if over_budget() {
-            ctx.rec
-                .borrow_mut()
-                .not_run(name, "RCL_BENCH_BUDGET_S ran out before it started");
-        } else if rss {
-            peak_rss(&ctx, &impls);
-        } else {
-            container_start(&ctx, &mut c, &target_dir);
-        }
-    }
     c.final_summary();
     let rec = ctx.rec.borrow();
     rec.flush();
@@ -476,6 +477,8 @@ fn workloads(l: &Layers) -> Vec<Workload> {
     for x in &mut v {
         x.metacopy = x.name == "chmod-R";
     }
+    // The rows without a target go last, where a time budget cuts first.
+    v.sort_by_key(|x| matches!(x.name, "stat-cold" | "walk-cold"));
     v
 }
 
