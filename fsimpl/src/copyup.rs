@@ -2,7 +2,7 @@
 //! atomically: every copy is built in the private work directory and renamed into place.
 
 use crate::core::{kind_of, UnionFs};
-use crate::node::{Fd, Node};
+use crate::node::{Fd, Node, Obj};
 use crate::{sys, xattr};
 use fuser::FileType;
 use std::ffi::OsStr;
@@ -38,11 +38,11 @@ impl UnionFs {
         if node.kind != FileType::Directory {
             return Err(err(libc::ENOTDIR));
         }
-        if let Some(u) = node.st.read().upper.clone() {
-            return Ok(u);
+        if let Some(u) = node.st.read().upper_dir() {
+            return Ok(u.clone());
         }
         self.copy_up(&node, CopyMode::Full)?;
-        let up = node.st.read().upper.clone();
+        let up = node.st.read().upper_dir().cloned();
         up.ok_or_else(|| err(libc::EIO))
     }
 
@@ -74,18 +74,19 @@ impl UnionFs {
             // The name is gone: build an anonymous upper copy that only open handles see.
             return self.copy_up_into(node, None, &name, mode);
         }
-        self.copy_up_into(node, Some(pfd.as_raw_fd()), &name, mode)
+        self.copy_up_into(node, Some(&pfd), &name, mode)
     }
 
     fn copy_up_into(
         &self,
         node: &Arc<Node>,
-        pdir: Option<RawFd>,
+        pdir: Option<&Fd>,
         name: &OsStr,
         mut mode: CopyMode,
     ) -> io::Result<()> {
         let st = node.st.read().clone();
-        let (_, lfd) = st.lowers.first().ok_or_else(|| err(libc::EIO))?.clone();
+        let (_, lobj) = st.lowers.first().ok_or_else(|| err(libc::EIO))?.clone();
+        let lfd = lobj.fd()?;
         let lraw = lfd.as_raw_fd();
         let lst = sys::fstat(lraw)?;
         let kind = kind_of(lst.st_mode);
@@ -99,16 +100,17 @@ impl UnionFs {
             } else {
                 CopyMode::Full
             };
-            let idx = self.index.as_ref().expect("checked").as_raw_fd();
+            let idxfd = self.index.clone().expect("checked");
+            let idx = idxfd.as_raw_fd();
             let iname = Self::index_name(st.origin);
             if let Ok(ifd) = sys::open_path(idx, OsStr::new(&iname)) {
                 // Another alias was copied up already: link to it.
                 if let Some(p) = pdir {
                     sys::link_fd(ifd.as_raw_fd(), w, &tmp)?;
-                    sys::renameat2(w, &tmp, p, name, 0)?;
+                    sys::renameat2(w, &tmp, p.as_raw_fd(), name, 0)?;
                 }
                 let mut s = node.st.write();
-                s.upper = Some(Arc::new(ifd));
+                s.upper = Some(Obj::At(idxfd, iname.into()));
                 s.metacopy = false;
                 s.lowers.clear();
                 return Ok(());
@@ -147,16 +149,21 @@ impl UnionFs {
                 }
             };
             let raw = pathfd.as_raw_fd();
+            // Owner first: a chown drops security.capability, which the xattr copy restores.
+            sys::fchown_fd(raw, lst.st_uid, lst.st_gid)?;
             self.copy_xattrs(lraw, raw);
             let origin = format!("{}:{}", st.origin.0, st.origin.1);
             let _ = sys::setxattr_fd(raw, &self.rcl_xattr("origin"), origin.as_bytes(), 0);
             if mode == CopyMode::Meta {
                 sys::setxattr_fd(raw, &self.ovl_xattr("metacopy"), b"", 0)?;
                 if let Some(lp) = &st.lower_path {
-                    sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp.as_os_str().as_bytes(), 0)?;
+                    let lp = lp.as_os_str().as_bytes();
+                    sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp, 0)?;
+                    // Kernel overlayfs (metacopy=on) finds the data through an absolute
+                    // redirect once the file is renamed.
+                    let _ = sys::setxattr_fd(raw, &self.ovl_xattr("redirect"), lp, 0);
                 }
             }
-            sys::fchown_fd(raw, lst.st_uid, lst.st_gid)?;
             let times = [
                 libc::timespec {
                     tv_sec: lst.st_atime,
@@ -187,19 +194,25 @@ impl UnionFs {
                 return Err(e);
             }
         };
-        match pdir {
+        let obj = match pdir {
             Some(p) => {
-                if let Err(e) = sys::renameat2(w, &tmp, p, name, 0) {
+                if let Err(e) = sys::renameat2(w, &tmp, p.as_raw_fd(), name, 0) {
                     let _ = Self::remove_tree(w, &tmp);
                     return Err(e);
+                }
+                if kind == FileType::Directory {
+                    Obj::Fd(Arc::new(pathfd))
+                } else {
+                    Obj::At(p.clone(), name.to_os_string())
                 }
             }
             None => {
                 let _ = sys::unlinkat(w, &tmp, 0);
+                Obj::Fd(Arc::new(pathfd))
             }
-        }
+        };
         let mut s = node.st.write();
-        s.upper = Some(Arc::new(pathfd));
+        s.upper = Some(obj);
         s.metacopy = mode == CopyMode::Meta;
         if kind != FileType::Directory && mode != CopyMode::Meta {
             s.lowers.clear();
@@ -229,7 +242,7 @@ impl UnionFs {
         if size == 0 {
             return Ok(());
         }
-        let s = sys::reopen(src, libc::O_RDONLY)?;
+        let s = sys::reopen_noatime(src, libc::O_RDONLY)?;
         let s = s.as_raw_fd();
         if sys::ficlone(dst, s).is_ok() {
             return Ok(());
@@ -281,18 +294,21 @@ impl UnionFs {
     fn complete_metacopy(&self, node: &Arc<Node>, mode: CopyMode) -> io::Result<()> {
         let st = node.st.read().clone();
         let up = st.upper.clone().ok_or_else(|| err(libc::EIO))?;
-        let f = sys::reopen(up.as_raw_fd(), libc::O_WRONLY)?;
+        let f = up.open(libc::O_WRONLY)?;
+        let upfd = up.fd()?;
         if mode == CopyMode::Empty {
             sys::ftruncate(f.as_raw_fd(), 0)?;
         } else if let Some((_, lfd)) = st.lowers.first() {
+            let lfd = lfd.fd()?;
             let lst = sys::fstat(lfd.as_raw_fd())?;
             self.copy_data(lfd.as_raw_fd(), f.as_raw_fd(), &lst)?;
             if self.cfg.fsync {
                 sys::fsync(f.as_raw_fd(), false)?;
             }
         }
-        let _ = sys::removexattr_fd(up.as_raw_fd(), &self.ovl_xattr("metacopy"));
-        let _ = sys::removexattr_fd(up.as_raw_fd(), &self.rcl_xattr("lower"));
+        let _ = sys::removexattr_fd(upfd.as_raw_fd(), &self.ovl_xattr("metacopy"));
+        let _ = sys::removexattr_fd(upfd.as_raw_fd(), &self.rcl_xattr("lower"));
+        let _ = sys::removexattr_fd(upfd.as_raw_fd(), &self.ovl_xattr("redirect"));
         let mut s = node.st.write();
         s.metacopy = false;
         s.lowers.clear();
@@ -322,7 +338,8 @@ impl UnionFs {
         let up = node.st.read().upper.clone().ok_or_else(|| err(libc::EIO))?;
         let w = self.work_fd()?;
         let tmp = self.tmp_name();
-        sys::link_fd(up.as_raw_fd(), w, &tmp)?;
+        let upfd = up.fd()?;
+        sys::link_fd(upfd.as_raw_fd(), w, &tmp)?;
         sys::renameat2(w, &tmp, pfd.as_raw_fd(), name, 0).inspect_err(|_| {
             let _ = sys::unlinkat(w, &tmp, 0);
         })

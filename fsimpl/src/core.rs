@@ -3,7 +3,7 @@
 
 use crate::config::{OverlayConfig, WhiteoutFormat, XattrNamespace};
 use crate::layer::{DevIndex, Layer};
-use crate::node::{Node, NodeState, NodeTable};
+use crate::node::{Fd, Node, NodeState, NodeTable, Obj};
 use crate::{sys, whiteout, Error};
 use fuser::{FileAttr, FileType};
 use parking_lot::RwLock;
@@ -44,9 +44,9 @@ pub struct DirHandle {
 #[derive(Debug, Default)]
 pub struct Found {
     /// The upper object and its stat.
-    pub upper: Option<(OwnedFd, libc::stat)>,
-    /// Lower objects (layer, fd, stat), top first.
-    pub lowers: Vec<(usize, OwnedFd, libc::stat)>,
+    pub upper: Option<(Obj, libc::stat)>,
+    /// Lower objects (layer, object, stat), top first.
+    pub lowers: Vec<(usize, Obj, libc::stat)>,
     /// Path inside the lowers.
     pub lower_path: Option<PathBuf>,
     /// Upper is a metacopy.
@@ -127,7 +127,7 @@ pub struct UnionFs {
     /// WORK/rcl-fs
     pub(crate) work: Option<OwnedFd>,
     /// WORK/rcl-fs/index
-    pub(crate) index: Option<OwnedFd>,
+    pub(crate) index: Option<Fd>,
     /// "trusted" or "user".
     pub(crate) ns: &'static str,
     pub(crate) nodes: NodeTable,
@@ -198,7 +198,7 @@ impl UnionFs {
             devs.index(u.dev);
             upper = Some(u);
             work = Some(wfd);
-            index = Some(ifd);
+            index = Some(Arc::new(ifd));
         }
         for l in &lowers {
             devs.index(l.dev);
@@ -232,18 +232,17 @@ impl UnionFs {
             lower_path: Some(PathBuf::from("/")),
             ..Default::default()
         };
-        if let Some(u) = &self.upper {
-            st.upper = Some(Arc::new(sys::open_dir(u.raw(), OsStr::new("."))?));
-        }
         let mut opaque = false;
-        if let Some(u) = &st.upper {
-            opaque = whiteout::is_opaque_dir(u.as_raw_fd());
+        if let Some(u) = &self.upper {
+            let fd = sys::open_dir(u.raw(), OsStr::new("."))?;
+            opaque = whiteout::is_opaque_dir(fd.as_raw_fd());
+            st.upper = Some(Obj::Fd(Arc::new(fd)));
         }
         if !opaque {
             for (i, l) in self.lowers.iter().enumerate() {
                 let fd = sys::open_dir(l.raw(), OsStr::new("."))?;
                 let op = whiteout::is_opaque_dir(fd.as_raw_fd());
-                st.lowers.push((i, Arc::new(fd)));
+                st.lowers.push((i, Obj::Fd(Arc::new(fd))));
                 if op {
                     break;
                 }
@@ -299,7 +298,7 @@ impl UnionFs {
         };
         let mut stop = false;
         let mut redirect: Option<PathBuf> = None;
-        if let Some(up) = &parent.upper {
+        if let Some(up) = parent.upper_dir() {
             let ufd = up.as_raw_fd();
             match sys::lstatat_opt(ufd, name)? {
                 Some(st) if whiteout::is_whiteout(&st) => return Ok(None),
@@ -316,7 +315,7 @@ impl UnionFs {
                         }
                     }
                     f.origin = self.read_origin(raw);
-                    f.upper = Some((fd, st));
+                    f.upper = Some((Obj::Fd(Arc::new(fd)), st));
                 }
                 Some(st) => {
                     let fd = sys::open_path(ufd, name)?;
@@ -336,7 +335,8 @@ impl UnionFs {
                             stop = false;
                         }
                     }
-                    f.upper = Some((fd, st));
+                    drop(fd);
+                    f.upper = Some((Obj::At(up.clone(), name.to_os_string()), st));
                 }
                 None => {
                     if whiteout::has_wh_file(ufd, name) {
@@ -354,7 +354,8 @@ impl UnionFs {
             return Ok(Some(f));
         }
         if !stop {
-            for (li, lfd) in &parent.lowers {
+            for (li, lobj) in &parent.lowers {
+                let Ok(lfd) = lobj.dir() else { continue };
                 let raw = lfd.as_raw_fd();
                 match sys::lstatat_opt(raw, name)? {
                     Some(st) if whiteout::is_whiteout(&st) => break,
@@ -369,7 +370,7 @@ impl UnionFs {
                         }
                         let fd = sys::open_dir(raw, name)?;
                         let op = whiteout::is_opaque_dir(fd.as_raw_fd());
-                        f.lowers.push((*li, fd, st));
+                        f.lowers.push((*li, Obj::Fd(Arc::new(fd)), st));
                         if op {
                             break;
                         }
@@ -377,7 +378,8 @@ impl UnionFs {
                     Some(st) => {
                         let first = f.upper.is_none() && f.lowers.is_empty();
                         if first || (f.metacopy && f.lowers.is_empty()) {
-                            f.lowers.push((*li, sys::open_path(raw, name)?, st));
+                            f.lowers
+                                .push((*li, Obj::At(lfd.clone(), name.to_os_string()), st));
                         }
                         break;
                     }
@@ -445,12 +447,16 @@ impl UnionFs {
             if want_dir {
                 let fd = sys::open_dir(base, last)?;
                 let op = whiteout::is_opaque_dir(fd.as_raw_fd());
-                f.lowers.push((li, fd, st));
+                f.lowers.push((li, Obj::Fd(Arc::new(fd)), st));
                 if op {
                     break;
                 }
             } else {
-                f.lowers.push((li, sys::open_path(base, last)?, st));
+                let dirfd = match cur {
+                    Some(c) => Arc::new(c),
+                    None => Arc::new(sys::open_dir(layer.raw(), OsStr::new("."))?),
+                };
+                f.lowers.push((li, Obj::At(dirfd, last.to_os_string()), st));
                 break;
             }
         }
@@ -471,11 +477,9 @@ impl UnionFs {
         let key = (st.st_dev, st.st_ino);
         let name = Self::index_name(key);
         if let Ok(Some(ist)) = sys::lstatat_opt(idx.as_raw_fd(), OsStr::new(&name)) {
-            if let Ok(fd) = sys::open_path(idx.as_raw_fd(), OsStr::new(&name)) {
-                f.upper = Some((fd, ist));
-                f.origin = Some(key);
-                f.lowers.clear();
-            }
+            f.upper = Some((Obj::At(idx.clone(), name.into()), ist));
+            f.origin = Some(key);
+            f.lowers.clear();
         }
     }
 
@@ -498,8 +502,8 @@ impl UnionFs {
         let mk_state = |f: Found| NodeState {
             parent,
             name: name.to_os_string(),
-            upper: f.upper.map(|u| Arc::new(u.0)),
-            lowers: f.lowers.into_iter().map(|l| (l.0, Arc::new(l.1))).collect(),
+            upper: f.upper.map(|u| u.0),
+            lowers: f.lowers.into_iter().map(|l| (l.0, l.1)).collect(),
             lower_path: f.lower_path,
             metacopy: f.metacopy,
             origin: key,
@@ -513,16 +517,22 @@ impl UnionFs {
                     && !n.unlinked.load(Ordering::Acquire)
                     && n.st.read().origin == key
                 {
+                    // The node's state is kept current by every change made through the
+                    // mount; a new resolution only adds an upper that appeared (an alias
+                    // copied up through the index) and the alias last used. Keeping the old
+                    // objects also keeps fds shared (children hold their parent's dir fds).
                     let mut st = n.st.write();
-                    let keep_removed = st.removed_links;
-                    let mut new = mk_state(f);
-                    if kind == FileType::Directory || new.upper.is_some() || st.upper.is_none() {
-                        new.removed_links = keep_removed;
+                    let new = mk_state(f);
+                    if st.upper.is_none() && new.upper.is_some() {
+                        st.upper = new.upper;
                         if kind != FileType::Directory {
-                            // Hard links: keep the alias the node was last seen under.
-                            new.parent = parent;
+                            st.lowers = new.lowers;
+                            st.metacopy = new.metacopy;
                         }
-                        *st = new;
+                    }
+                    if kind != FileType::Directory {
+                        st.parent = parent;
+                        st.name = name.to_os_string();
                     }
                     drop(st);
                     return n;
@@ -560,14 +570,14 @@ impl UnionFs {
     /// Attributes of a node, from a fresh stat of its layers.
     pub(crate) fn attr(&self, node: &Node) -> io::Result<FileAttr> {
         let st = node.st.read();
-        let fd = st
-            .meta_fd()
+        let meta = st
+            .meta()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-        let s = sys::fstat(fd)?;
+        let s = meta.stat()?;
         let mut blocks = s.st_blocks as u64;
         if st.metacopy {
-            if let Some(d) = st.data_fd() {
-                if let Ok(ds) = sys::fstat(d) {
+            if let Some(d) = st.data() {
+                if let Ok(ds) = d.stat() {
                     blocks = ds.st_blocks as u64;
                 }
             }
@@ -581,7 +591,11 @@ impl UnionFs {
             nlink = nlink.saturating_sub(st.removed_links);
         } else if st.origin != (s.st_dev, s.st_ino) && nlink > 1 {
             // A copied-up hard link kept in the index: its logical link count is recorded.
-            if let Some(n) = self.logical_nlink(fd) {
+            if let Some(n) = meta
+                .fd()
+                .ok()
+                .and_then(|f| self.logical_nlink(f.as_raw_fd()))
+            {
                 nlink = n;
             }
         }
@@ -667,7 +681,7 @@ impl UnionFs {
     /// True when any lower layer of the directory `parent` shows `name` (so removing or
     /// renaming it away needs a whiteout).
     pub(crate) fn lower_has(&self, parent: &NodeState, name: &OsStr) -> bool {
-        for (_, lfd) in &parent.lowers {
+        for lfd in parent.lower_dirs() {
             match sys::lstatat_opt(lfd.as_raw_fd(), name) {
                 Ok(Some(st)) => return !whiteout::is_whiteout(&st),
                 _ => {

@@ -16,7 +16,7 @@ impl UnionFs {
     pub(crate) fn list_dir(&self, st: &NodeState) -> io::Result<Vec<(OsString, FileType)>> {
         let mut out = Vec::new();
         let mut seen: HashSet<OsString> = HashSet::new();
-        let layers = st.upper.iter().chain(st.lowers.iter().map(|l| &l.1));
+        let layers = st.upper_dir().into_iter().chain(st.lower_dirs());
         for fd in layers {
             let raw = fd.as_raw_fd();
             let ents = sys::read_dir(raw)?;

@@ -78,7 +78,7 @@ impl UnionFs {
     fn entry(&self, node: &Arc<Node>, reply: ReplyEntry) {
         match self.attr(node) {
             Ok(a) => {
-                node.lookups.fetch_add(1, Ordering::AcqRel);
+                self.nodes.add_lookup(node);
                 reply.entry(&TTL, &a, Generation(0));
             }
             Err(err) => reply.error(e(err)),
@@ -114,9 +114,10 @@ impl UnionFs {
                 },
             )?;
         }
-        let fd = {
+        let (data, lower) = {
             let st = node.st.read();
-            st.data_fd().ok_or_else(|| eno(libc::ESTALE))?
+            let d = st.data().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+            (d, st.upper.is_none() || st.metacopy)
         };
         let mut flags = flags & !libc::O_NOFOLLOW;
         if self.writeback.load(Ordering::Relaxed) {
@@ -127,7 +128,11 @@ impl UnionFs {
             }
             flags &= !libc::O_APPEND;
         }
-        let f = sys::reopen(fd, flags)?;
+        let f = if lower {
+            data.open_noatime(flags)?
+        } else {
+            data.open(flags)?
+        };
         Ok(Handle {
             fd: f,
             node: node.clone(),
@@ -154,6 +159,9 @@ impl UnionFs {
             let mut b = h.node.backing.lock();
             match &b.id {
                 Some((id, up)) if *up == from_upper => backing = Some(id.clone()),
+                // A read-only open may share a lower backing still in use (it reads what the
+                // handles opened before the copy-up read), never a write.
+                Some((id, false)) if !writing => backing = Some(id.clone()),
                 Some(_) => {
                     // The kernel allows one backing file per inode: a handle on the lower
                     // copy is still open while this one needs the upper copy.
@@ -181,6 +189,7 @@ impl UnionFs {
         if backing.is_none() && !writing {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
+        h.node.opens.fetch_add(1, Ordering::AcqRel);
         self.handles.write().insert(fh, Arc::new(h));
         Ok((fh, flags, backing))
     }
@@ -218,7 +227,8 @@ impl UnionFs {
                 st.name.clone(),
             )
         };
-        let raw = up.as_raw_fd();
+        let upfd = up.fd()?;
+        let raw = upfd.as_raw_fd();
         if uid.is_some() || gid.is_some() {
             let u = uid
                 .map(|u| self.host_uid(u))
@@ -354,8 +364,7 @@ impl Filesystem for UnionFs {
         let mut pt = false;
         // open_backing needs CAP_SYS_ADMIN in the initial user namespace: do not ask for
         // passthrough where it cannot work, so that the writeback cache can be had instead.
-        let may_pt = self.cfg.passthrough == crate::Passthrough::On
-            || (nix::unistd::geteuid().is_root() && in_initial_userns());
+        let may_pt = nix::unistd::geteuid().is_root() && in_initial_userns();
         if self.cfg.passthrough != crate::Passthrough::Off
             && may_pt
             && have.contains(InitFlags::FUSE_PASSTHROUGH)
@@ -469,8 +478,12 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.node(ino.0).and_then(|n| {
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
-            sys::readlink_fd(fd)
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            sys::readlink_fd(meta.fd()?.as_raw_fd())
         });
         match r {
             Ok(t) => reply.data(t.as_bytes()),
@@ -704,7 +717,9 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.handles.write().remove(&fh.0) {
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            h.node.opens.fetch_sub(1, Ordering::AcqRel);
             if h.passthrough {
                 let mut b = h.node.backing.lock();
                 b.users = b.users.saturating_sub(1);
@@ -801,8 +816,13 @@ impl Filesystem for UnionFs {
                 };
                 let dot = name == "." || name == "..";
                 let full = reply.add(INodeNo(eino), off, name, &TTL, &a, Generation(0));
-                if !full && !dot {
-                    n.lookups.fetch_add(1, Ordering::AcqRel);
+                if !dot {
+                    if full {
+                        // Not sent: drop the node again unless the kernel holds it already.
+                        self.nodes.remove_if_unused(n.ino);
+                    } else {
+                        self.nodes.add_lookup(n);
+                    }
                 }
                 full
             },
@@ -835,7 +855,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let r = self.node(ino.0).and_then(|n| {
-            if let Some(u) = n.st.read().upper.clone() {
+            if let Some(u) = n.st.read().upper_dir().cloned() {
                 sys::fsync(u.as_raw_fd(), datasync)?;
             }
             Ok(())
@@ -896,7 +916,7 @@ impl Filesystem for UnionFs {
             };
             self.copy_up(&n, mode)?;
             let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
-            sys::setxattr_fd(up.as_raw_fd(), &c, value, flags)
+            sys::setxattr_fd(up.fd()?.as_raw_fd(), &c, value, flags)
         })();
         match r {
             Ok(()) => reply.ok(),
@@ -911,7 +931,13 @@ impl Filesystem for UnionFs {
                 return Err(eno(libc::ENODATA));
             }
             let n = self.node(ino.0)?;
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
             sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
         })();
         match r {
@@ -923,7 +949,13 @@ impl Filesystem for UnionFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> io::Result<Vec<u8>> {
             let n = self.node(ino.0)?;
-            let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let fd = meta.fd()?;
+            let fd = fd.as_raw_fd();
             let mut out = Vec::new();
             for name in sys::listxattr_fd(fd)? {
                 if xattr::hidden(&name, self.cfg.noacl) {
@@ -950,7 +982,13 @@ impl Filesystem for UnionFs {
             }
             let n = self.node(ino.0)?;
             {
-                let fd = n.st.read().meta_fd().ok_or_else(|| eno(libc::ESTALE))?;
+                let meta =
+                    n.st.read()
+                        .meta()
+                        .cloned()
+                        .ok_or_else(|| eno(libc::ESTALE))?;
+                let fd = meta.fd()?;
+                let fd = fd.as_raw_fd();
                 if sys::getxattr_fd(fd, &c)?.is_none() {
                     return Err(eno(libc::ENODATA));
                 }
@@ -962,7 +1000,7 @@ impl Filesystem for UnionFs {
             };
             self.copy_up(&n, mode)?;
             let up = n.st.read().upper.clone().ok_or_else(|| eno(libc::EIO))?;
-            sys::removexattr_fd(up.as_raw_fd(), &c)
+            sys::removexattr_fd(up.fd()?.as_raw_fd(), &c)
         })();
         match r {
             Ok(()) => reply.ok(),
@@ -1005,7 +1043,7 @@ impl Filesystem for UnionFs {
             Ok((n, h)) => match self.attr(&n) {
                 Ok(a) => match self.finish_open(h, true, |fd| reply.open_backing(fd)) {
                     Ok((fh, fl, id)) => {
-                        n.lookups.fetch_add(1, Ordering::AcqRel);
+                        self.nodes.add_lookup(&n);
                         let fh = FileHandle(fh);
                         match id {
                             Some(id) => {

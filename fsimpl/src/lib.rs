@@ -29,7 +29,7 @@ mod layer;
 mod node;
 mod ops;
 pub mod options;
-pub mod sys;
+mod sys;
 mod whiteout;
 mod xattr;
 

@@ -1,9 +1,11 @@
 //! The inode table: one [`Node`] per FUSE nodeid the kernel may hold, sharded for concurrency.
 
+use crate::sys;
 use fuser::FileType;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,6 +14,87 @@ use std::sync::Arc;
 /// An fd shared between a node and in-flight requests.
 pub type Fd = Arc<OwnedFd>;
 
+/// How a node reaches one of its layer objects. Directories keep an fd open; other files are
+/// reached by name inside their (held) parent directory, so a tree of many files costs no fd
+/// per file. A file whose name goes away while the kernel may still use it is pinned to an fd.
+#[derive(Debug, Clone)]
+pub enum Obj {
+    /// An fd held open (directories, pinned or anonymous files).
+    Fd(Fd),
+    /// `name` inside the directory fd.
+    At(Fd, OsString),
+}
+
+/// An fd borrowed from an [`Obj`] or opened for the occasion.
+#[derive(Debug)]
+pub enum FdHold {
+    /// Shared with the node.
+    Shared(Fd),
+    /// Opened now (O_PATH | O_NOFOLLOW), closed on drop.
+    Own(OwnedFd),
+}
+
+impl AsRawFd for FdHold {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            FdHold::Shared(f) => f.as_raw_fd(),
+            FdHold::Own(f) => f.as_raw_fd(),
+        }
+    }
+}
+
+impl Obj {
+    /// An `O_PATH` (or directory) fd on the object.
+    pub fn fd(&self) -> io::Result<FdHold> {
+        match self {
+            Obj::Fd(f) => Ok(FdHold::Shared(f.clone())),
+            Obj::At(d, n) => sys::open_path(d.as_raw_fd(), n).map(FdHold::Own),
+        }
+    }
+
+    /// lstat of the object.
+    pub fn stat(&self) -> io::Result<libc::stat> {
+        match self {
+            Obj::Fd(f) => sys::fstat(f.as_raw_fd()),
+            Obj::At(d, n) => sys::lstatat(d.as_raw_fd(), n),
+        }
+    }
+
+    /// Opens the (regular) file for I/O with `flags`, never following a symlink.
+    pub fn open(&self, flags: i32) -> io::Result<OwnedFd> {
+        let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        match self {
+            Obj::Fd(f) => sys::reopen(f.as_raw_fd(), flags),
+            Obj::At(d, n) => sys::openat(d.as_raw_fd(), n, flags | libc::O_NOFOLLOW, 0),
+        }
+    }
+
+    /// [`Obj::open`] with O_NOATIME where permitted (reads of lower layers).
+    pub fn open_noatime(&self, flags: i32) -> io::Result<OwnedFd> {
+        match self.open(flags | libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(flags),
+            r => r,
+        }
+    }
+
+    /// The directory fd, for objects that are directories.
+    pub fn dir(&self) -> io::Result<&Fd> {
+        match self {
+            Obj::Fd(f) => Ok(f),
+            Obj::At(..) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        }
+    }
+
+    /// Turns a by-name reference into a held fd (before the name goes away while open).
+    pub fn pin(&mut self) {
+        if let Obj::At(d, n) = self {
+            if let Ok(f) = sys::open_path(d.as_raw_fd(), n) {
+                *self = Obj::Fd(Arc::new(f));
+            }
+        }
+    }
+}
+
 /// What a node is made of, in the layers.
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
@@ -19,12 +102,12 @@ pub struct NodeState {
     pub parent: u64,
     /// Name in that parent.
     pub name: OsString,
-    /// The upper inode (O_PATH for non-dirs, a directory fd for dirs). For hard-linked files
-    /// this may be reached through the index rather than at `parent/name`.
-    pub upper: Option<Fd>,
-    /// Directories: the merged lower directories (layer index, fd), top first. Non-dirs: the
+    /// The upper object. For hard-linked files it may be reached through the index rather
+    /// than at `parent/name`.
+    pub upper: Option<Obj>,
+    /// Directories: the merged lower directories (layer index, dir), top first. Non-dirs: the
     /// lower file holding the data (at most one).
-    pub lowers: Vec<(usize, Fd)>,
+    pub lowers: Vec<(usize, Obj)>,
     /// Absolute path of this object inside the lower layers (for redirects), if it has any.
     pub lower_path: Option<PathBuf>,
     /// Upper file holds metadata only; data still comes from `lowers[0]`.
@@ -36,21 +119,28 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    /// The fd holding the data/attributes: upper unless metacopy (attributes still upper).
-    pub fn meta_fd(&self) -> Option<RawFd> {
-        self.upper
-            .as_ref()
-            .or(self.lowers.first().map(|l| &l.1))
-            .map(|f| f.as_raw_fd())
+    /// The object holding the attributes: upper if any, else the top lower.
+    pub fn meta(&self) -> Option<&Obj> {
+        self.upper.as_ref().or(self.lowers.first().map(|l| &l.1))
     }
 
-    /// The fd holding file data.
-    pub fn data_fd(&self) -> Option<RawFd> {
+    /// The object holding file data (the lower one for a metacopy).
+    pub fn data(&self) -> Option<&Obj> {
         if self.metacopy {
-            self.lowers.first().map(|l| l.1.as_raw_fd())
+            self.lowers.first().map(|l| &l.1)
         } else {
-            self.meta_fd()
+            self.meta()
         }
+    }
+
+    /// The upper directory fd of a directory node.
+    pub fn upper_dir(&self) -> Option<&Fd> {
+        self.upper.as_ref().and_then(|u| u.dir().ok())
+    }
+
+    /// The lower directory fds of a directory node, top first.
+    pub fn lower_dirs(&self) -> impl Iterator<Item = &Fd> {
+        self.lowers.iter().filter_map(|l| l.1.dir().ok())
     }
 
     /// True when this is a directory merged from more than one layer.
@@ -85,6 +175,8 @@ pub struct Node {
     pub unlinked: AtomicBool,
     /// Passthrough backing id.
     pub backing: Mutex<Backing>,
+    /// Open file handles on this node.
+    pub opens: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -98,6 +190,7 @@ impl Node {
             copy_lock: Mutex::new(()),
             unlinked: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
+            opens: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -138,6 +231,21 @@ impl NodeTable {
     pub fn insert(&self, node: Node) -> Arc<Node> {
         let mut w = self.shard(node.ino).write();
         w.entry(node.ino).or_insert_with(|| Arc::new(node)).clone()
+    }
+
+    /// Counts one more kernel reference to `node` and makes sure the table holds it (a racing
+    /// forget may have dropped it between its lookup and this reply).
+    pub fn add_lookup(&self, node: &Arc<Node>) {
+        node.lookups.fetch_add(1, Ordering::AcqRel);
+        if let Some(n) = self.shard(node.ino).read().get(&node.ino) {
+            if Arc::ptr_eq(n, node) {
+                return;
+            }
+        }
+        self.shard(node.ino)
+            .write()
+            .entry(node.ino)
+            .or_insert_with(|| node.clone());
     }
 
     /// Removes a node whose lookup count dropped to zero.

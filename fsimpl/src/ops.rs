@@ -1,7 +1,7 @@
 //! Namespace-changing operations: create, mkdir, mknod, symlink, link, unlink, rmdir, rename.
 
 use crate::core::{is_dir, UnionFs};
-use crate::node::{Fd, Node, NodeState};
+use crate::node::{Fd, Node, NodeState, Obj};
 use crate::{sys, whiteout};
 use fuser::FileType;
 use std::ffi::OsStr;
@@ -173,22 +173,35 @@ impl UnionFs {
         Ok(tmp)
     }
 
+    /// The name of `node` goes: an open file keeps being reached through an fd (fstat of an
+    /// open unlinked file); others are only reachable by name, so they need none.
+    fn pin_if_open(node: &Arc<Node>) {
+        if node.opens.load(Ordering::Acquire) > 0 {
+            if let Some(u) = node.st.write().upper.as_mut() {
+                u.pin();
+            }
+        }
+    }
+
     fn note_removed(&self, node: &Arc<Node>) {
         let mut st = node.st.write();
         let gone = if node.kind == FileType::Directory {
             true
         } else if let Some(u) = &st.upper {
-            match self.adjust_nlink(u.as_raw_fd(), -1) {
-                Some(n) => n == 0,
-                None => sys::fstat(u.as_raw_fd())
-                    .map(|s| s.st_nlink == 0)
-                    .unwrap_or(true),
+            match u.fd() {
+                Ok(f) => match self.adjust_nlink(f.as_raw_fd(), -1) {
+                    Some(n) => n == 0,
+                    None => sys::fstat(f.as_raw_fd())
+                        .map(|s| s.st_nlink == 0)
+                        .unwrap_or(true),
+                },
+                Err(_) => true,
             }
         } else {
             st.removed_links += 1;
             st.lowers
                 .first()
-                .and_then(|l| sys::fstat(l.1.as_raw_fd()).ok())
+                .and_then(|l| l.1.stat().ok())
                 .is_none_or(|s| s.st_nlink as u32 <= st.removed_links)
         };
         drop(st);
@@ -209,6 +222,10 @@ impl UnionFs {
         let node = self.node_for(parent, name, f);
         let pfd = self.upper_dir(parent)?;
         let pfd = pfd.as_raw_fd();
+        // Wait for a copy-up of this file in flight, and keep a new one from renaming a copy
+        // over the whiteout written here (it sees `unlinked` and stays anonymous).
+        let _g = node.copy_lock.lock();
+        Self::pin_if_open(&node);
         let need_wh = self.lower_has(&pst, name);
         match sys::lstatat_opt(pfd, name)? {
             Some(st) if !whiteout::is_whiteout(&st) => {
@@ -263,7 +280,7 @@ impl UnionFs {
     /// entries), so that the new name never merges foreign lower children.
     fn fix_moved_dir(&self, node: &Arc<Node>, dst_has_lower: bool) -> io::Result<()> {
         let st = node.st.read().clone();
-        let Some(up) = st.upper.clone() else {
+        let Some(up) = st.upper_dir().cloned() else {
             return Ok(());
         };
         let raw = up.as_raw_fd();
@@ -365,6 +382,7 @@ impl UnionFs {
         let npfd = self.upper_dir(newparent)?;
         let (praw, npraw) = (pfd.as_raw_fd(), npfd.as_raw_fd());
         self.materialize(parent, name, &src)?;
+        let _g = src.copy_lock.lock();
         let pst = pnode.st.read().clone();
         let nst = npnode.st.read().clone();
         if exchange {
@@ -379,15 +397,18 @@ impl UnionFs {
             if d.kind == FileType::Directory {
                 self.fix_moved_dir(&d, dst_new_lower)?;
             }
-            Self::set_location(&src, newparent, newname);
-            Self::set_location(&d, parent, name);
+            Self::set_location(&src, newparent, newname, &npfd);
+            Self::set_location(&d, parent, name, &pfd);
             return Ok(());
         }
         let need_wh = self.lower_has(&pst, name);
         let dst_lower = self.name_has_lower(&nst, npraw, newname);
+        if let Some(d) = &dst {
+            Self::pin_if_open(d);
+        }
         if src.kind == FileType::Directory {
             if let Some(d) = &dst {
-                if let Some(u) = d.st.read().upper.clone() {
+                if let Some(u) = d.st.read().upper_dir().cloned() {
                     Self::clear_upper_dir(u.as_raw_fd())?;
                 }
             }
@@ -430,14 +451,17 @@ impl UnionFs {
         if let Some(d) = dst {
             self.note_removed(&d);
         }
-        Self::set_location(&src, newparent, newname);
+        Self::set_location(&src, newparent, newname, &npfd);
         Ok(())
     }
 
-    fn set_location(node: &Arc<Node>, parent: u64, name: &OsStr) {
+    fn set_location(node: &Arc<Node>, parent: u64, name: &OsStr, upper_parent: &Fd) {
         let mut st = node.st.write();
         st.parent = parent;
         st.name = name.to_os_string();
+        if node.kind != FileType::Directory {
+            st.upper = Some(Obj::At(upper_parent.clone(), name.to_os_string()));
+        }
     }
 
     /// link(2): a new name for an existing non-directory.
@@ -454,6 +478,7 @@ impl UnionFs {
         let slot = self.slot(newparent, newname)?;
         self.copy_up(&node, crate::copyup::CopyMode::Full)?;
         let up = node.st.read().upper.clone().ok_or_else(|| err(libc::EIO))?;
+        let up = up.fd()?;
         let npfd = slot.pfd.as_raw_fd();
         if slot.over_whiteout {
             let w = self.work_fd()?;

@@ -58,6 +58,7 @@ FUSE-OVERLAYFS OPTIONS:
     xattr_permissions=N           accepted and ignored (warning)
     plugins=..., redirect_dir=... accepted and ignored (warning)
     rw, dev, suid, exec, relatime accepted (what rcl-fs does anyway; mount.fuse3 passes them)
+    nodev, nosuid, noexec, noatime applied to the mount once it is live
     context=..., anything else    accepted and ignored, with a warning
 
 RCL-FS OPTIONS:
@@ -111,6 +112,29 @@ pub struct Settings {
     pub debug: bool,
     /// One line per option that was accepted but ignored, for the caller to print on stderr.
     pub warnings: Vec<String>,
+    /// Per-mount restrictions to apply once mounted (`nodev`, `nosuid`, `noexec`, `noatime`).
+    pub restrict: Restrictions,
+}
+
+/// Generic VFS per-mount flags asked for with `-o` (podman's `mountopt = "nodev"`), applied by
+/// remounting the live mount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restrictions {
+    /// `nodev`: device nodes cannot be opened.
+    pub nodev: bool,
+    /// `nosuid`: set-user/group-id bits and file capabilities are ignored on exec.
+    pub nosuid: bool,
+    /// `noexec`: nothing can be executed.
+    pub noexec: bool,
+    /// `noatime`: access times are never updated.
+    pub noatime: bool,
+}
+
+impl Restrictions {
+    /// True when no flag is asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == Restrictions::default()
+    }
 }
 
 /// A command line that cannot be used, with the argument or option at fault.
@@ -215,6 +239,7 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
     let mut readonly = false;
     let mut debug = false;
     let mut warnings = Vec::new();
+    let mut restrict = Restrictions::default();
     let mut cfg = OverlayConfig::new(Vec::new());
 
     for opt in opts.iter().flat_map(|o| split_escaped(o, ',')) {
@@ -280,6 +305,22 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
             // What mount.fuse3 adds as root, and what rcl-fs does anyway.
             "rw" | "dev" | "suid" | "exec" | "async" | "atime" | "relatime" | "defaults" => {
                 flag(value)?
+            }
+            "nodev" => {
+                flag(value)?;
+                restrict.nodev = true;
+            }
+            "nosuid" => {
+                flag(value)?;
+                restrict.nosuid = true;
+            }
+            "noexec" => {
+                flag(value)?;
+                restrict.noexec = true;
+            }
+            "noatime" => {
+                flag(value)?;
+                restrict.noatime = true;
             }
             "ro" => {
                 flag(value)?;
@@ -401,14 +442,17 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
         foreground: false,
         debug,
         warnings,
+        restrict,
     })
 }
 
-/// Splits `s` on `sep` where it is not escaped by a backslash; escapes are kept (see
+/// Splits `s` on `sep` where it is not escaped by a backslash nor inside double quotes (podman
+/// passes SELinux labels as `context="...:s0:c1,c2"`); escapes and quotes are kept (see
 /// [`unescape`]).
 fn split_escaped(s: &str, sep: char) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
+    let mut quoted = false;
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
@@ -416,7 +460,10 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
             if let Some(n) = chars.next() {
                 cur.push(n);
             }
-        } else if c == sep {
+        } else if c == '"' {
+            quoted = !quoted;
+            cur.push(c);
+        } else if c == sep && !quoted {
             parts.push(std::mem::take(&mut cur));
         } else {
             cur.push(c);
@@ -525,8 +572,22 @@ mod tests {
         assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
         assert!(s.config.is_readonly());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-        let s = mount(&["-o", "lowerdir=/a,nodev,noexec", "/mnt"]).unwrap();
-        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        let s = mount(&["-o", "lowerdir=/a,nodev,noexec,nosuid,noatime", "/mnt"]).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(
+            s.restrict,
+            Restrictions {
+                nodev: true,
+                nosuid: true,
+                noexec: true,
+                noatime: true
+            }
+        );
+        assert!(mount(&["-o", "lowerdir=/a", "/m"])
+            .unwrap()
+            .restrict
+            .is_empty());
+        assert!(mount(&["-o", "lowerdir=/a,nodev=1", "/m"]).is_err());
     }
 
     #[test]
@@ -714,6 +775,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.warnings.len(), 5, "{:?}", s.warnings);
         assert!(s.warnings.iter().any(|w| w.contains("frob")));
+        // A quoted label with a comma is one option.
+        let s = mount(&[
+            "-o",
+            "lowerdir=/a,context=\"system_u:object_r:container_file_t:s0:c1,c2\",upperdir=/u,workdir=/w",
+            "/m",
+        ])
+        .unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert_eq!(s.config.upperdir, Some(PathBuf::from("/u")));
     }
 
     #[test]

@@ -66,13 +66,29 @@ pub fn open_path(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
 }
 
+/// `openat` with O_NOATIME (reading layers must not touch their atimes), retried without it
+/// where it is not permitted (not the owner and no CAP_FOWNER).
+pub fn openat_noatime(dir: RawFd, name: &OsStr, flags: i32) -> io::Result<OwnedFd> {
+    match openat(dir, name, flags | libc::O_NOATIME, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => openat(dir, name, flags, 0),
+        r => r,
+    }
+}
+
+/// [`reopen`] with O_NOATIME when permitted.
+pub fn reopen_noatime(fd: RawFd, flags: i32) -> io::Result<OwnedFd> {
+    match reopen(fd, flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => reopen(fd, flags),
+        r => r,
+    }
+}
+
 /// Opens a directory for reading its entries and xattrs, without following symlinks.
 pub fn open_dir(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
-    match openat(
+    match openat_noatime(
         dir,
         name,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
     ) {
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => openat(
             dir,
@@ -323,8 +339,8 @@ pub struct DirEnt {
 
 /// Reads every entry of the directory behind `fd` (except `.` and `..`).
 pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEnt>> {
-    let own = openat(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)
-        .or_else(|_| reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY))?;
+    let own = openat_noatime(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY)
+        .or_else(|_| reopen_noatime(fd, libc::O_RDONLY | libc::O_DIRECTORY))?;
     let raw = own.as_raw_fd();
     // SAFETY: fdopendir takes ownership of raw on success; we forget `own` then.
     let dirp = unsafe { libc::fdopendir(raw) };
@@ -364,15 +380,32 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEnt>> {
     }
 }
 
-/// Raises RLIMIT_NOFILE's soft limit to the hard limit.
+/// Raises RLIMIT_NOFILE as far as allowed: to `fs.nr_open` when privileged (every node keeps
+/// O_PATH fds), else the soft limit to the hard limit.
 pub fn raise_nofile() {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: r is a valid out pointer; setrlimit reads it.
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: r is a valid out pointer; setrlimit reads a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        if nr_open > r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: nr_open,
+                rlim_max: nr_open,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return;
+            }
+        }
+        if r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
@@ -481,15 +514,4 @@ pub fn copy_file_range(src: RawFd, dst: RawFd, off: u64, len: usize) -> io::Resu
     let mut b = off as i64;
     // SAFETY: offsets are valid in/out pointers.
     cvt_ssize(unsafe { libc::copy_file_range(src, &mut a, dst, &mut b, len, 0) } as isize)
-}
-
-/// `umask` of the process (returns the old value).
-pub fn umask(mask: u32) -> u32 {
-    // SAFETY: always succeeds.
-    unsafe { libc::umask(mask) }
-}
-
-/// (major, minor) -> dev_t.
-pub fn makedev(major: u32, minor: u32) -> u64 {
-    libc::makedev(major, minor)
 }

@@ -110,3 +110,62 @@ fn kill_during_copy_up_is_atomic() {
         m.unmount();
     }
 }
+
+/// Many files, few fds: the server runs with RLIMIT_NOFILE 512 (and without
+/// CAP_SYS_RESOURCE, so it cannot raise it) and still walks, chmods and removes a tree of
+/// 4000 lower files that the kernel keeps cached.
+#[test]
+fn large_tree_within_a_small_fd_limit() {
+    need_fuse!();
+    let m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    for d in 0..40 {
+        let dir = l.join(format!("tree/d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f}")), "x").unwrap();
+        }
+    }
+    let spec = format!(
+        "{}|{}|{}|{}",
+        l.display(),
+        m.upper.display(),
+        m.work.display(),
+        m.mnt.display()
+    );
+    let exe = std::env::current_exe().unwrap();
+    let mut server = Command::new("setpriv")
+        .args([
+            "--bounding-set=-sys_resource",
+            "--",
+            "prlimit",
+            "--nofile=512:512",
+            "--",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "crash_server_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV, spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
+    if !wait_mounted(&m.mnt) {
+        let _ = server.kill();
+        let _ = server.wait();
+        testkit::skip!("server under setpriv/prlimit did not mount");
+    }
+    let out = m.sh(
+        "ls -lR tree | grep -c '^-'; chmod -R g+w tree; stat -c %a tree/d39/f99; \
+         find tree -type f | wc -l; rm -rf tree; ls -A | wc -l",
+    );
+    assert_eq!(out, "4000\n664\n4000\n0\n");
+    let _ = nix::mount::umount2(&m.mnt, nix::mount::MntFlags::MNT_DETACH);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -239,3 +239,32 @@ fn io_without_passthrough_uses_writeback() {
         "0123456789"
     );
 }
+
+#[test]
+fn copy_up_keeps_suid_and_file_capabilities() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    put(&l.join("suid"), "s");
+    std::os::unix::fs::chown(l.join("suid"), Some(1000), Some(1000)).unwrap();
+    testkit::set_mode(&l.join("suid"), 0o6755);
+    put(&l.join("cap"), "c");
+    // security.capability v2 for cap_net_raw (bit 13), permitted+effective.
+    let mut v = vec![0u8; 20];
+    v[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    v[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
+    if set_xattr(&l.join("cap"), "security.capability", &v).is_err() {
+        testkit::skip!("cannot set security.capability on the lower fs");
+    }
+    let mut cfg = m.config();
+    cfg.metacopy = false;
+    m.mount(cfg);
+    m.sh("touch -m -d @1000000 suid cap");
+    let md = std::fs::metadata(m.upper.join("suid")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o6755);
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    assert_eq!(
+        xattr(&m.upper.join("cap"), "security.capability").as_deref(),
+        Some(&v[..])
+    );
+}

@@ -142,6 +142,66 @@ fn missing_mountpoint_exits_1_naming_it() {
 }
 
 #[test]
+fn unusable_layers_exit_1_naming_them() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a 1"]);
+    let file = fx.dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let mut cases = vec![(format!("lowerdir={}", file.display()), file.clone())];
+    // A workdir on another filesystem than the upper (tmpfs /dev/shm vs the temp dir's).
+    let shm = tempfile::tempdir_in("/dev/shm").ok();
+    if let Some(w) = &shm {
+        let other = testkit::sh(
+            &format!(
+                "[ $(stat -c %d {}) != $(stat -c %d {}) ]",
+                w.path().display(),
+                fx.upper.display()
+            ),
+            STEP,
+        )
+        .success();
+        if other {
+            cases.push((
+                format!(
+                    "{},upperdir={},workdir={}",
+                    fx.lowerdir_opt(),
+                    fx.upper.display(),
+                    w.path().display()
+                ),
+                w.path().to_path_buf(),
+            ));
+        }
+    }
+    for (opts, culprit) in cases {
+        let out = run_timeout(rclfs().arg("-o").arg(&opts).arg(&fx.mnt), STEP);
+        let _guard = MountGuard::new(&fx.mnt);
+        assert_eq!(out.code(), Some(1), "{opts}: {out:?}");
+        assert!(
+            out.stderr.contains(&*culprit.to_string_lossy()),
+            "{opts}: {out:?}"
+        );
+        assert!(!testkit::is_mounted(&fx.mnt), "{opts}: mounted");
+        assert_eq!(server_pid(&fx.mnt), None, "{opts}: left a server");
+    }
+}
+
+#[test]
+fn escaped_colon_in_lowerdir() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a 1"]);
+    let odd = fx.dir.path().join("a:b,c");
+    common::build(&odd, "f f odd");
+    let esc = odd
+        .display()
+        .to_string()
+        .replace(':', "\\:")
+        .replace(',', "\\,");
+    let opts = format!("lowerdir={esc}:{}", fx.lowers[0].display());
+    let m = common::mount_at(Imp::RclFs, &opts, &fx.mnt);
+    assert_eq!(m.sh("cat f a"), "odd\n1\n");
+}
+
+#[test]
 fn missing_layer_exits_1_naming_it() {
     need!(Imp::RclFs);
     let fx = Fixture::new(&["f a 1"]);
@@ -372,17 +432,25 @@ fn kill_9_during_copy_up_leaves_no_partial_file() {
 // --- rootless -----------------------------------------------------------------------------------
 
 /// Runs `script` as the test user inside `unshare -Urm`, with `$D` = the fixture dir.
-fn rootless(imp: Imp) {
-    need!(imp);
-    let (uid, gid) = match testkit::test_user() {
-        Ok(ids) => ids,
-        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
-    };
-    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1"]);
+/// Runs `body` (a shell script; `$D` = the fixture dir, `$OPTS` = its rw options, `$RCLFS` =
+/// the binary) as the test user inside `unshare -Urm`, after giving it the fixture and, where
+/// /dev/fuse is root-only, a private FUSE device node. Kills a server left behind.
+fn run_rootless(fx: &Fixture, uid: u32, gid: u32, body: &str) -> testkit::Output {
+    run_rootless_with(fx, uid, gid, &["-Urm"], body)
+}
+
+/// [`run_rootless`] with other `unshare` options (e.g. `--map-auto` for /etc/subuid ranges).
+fn run_rootless_with(
+    fx: &Fixture,
+    uid: u32,
+    gid: u32,
+    unshare: &[&str],
+    body: &str,
+) -> testkit::Output {
     // Distributions make /dev/fuse 0666; where it is root-only (no udev rule here), give the
     // test user a node of its own, bound over /dev/fuse inside its private mount namespace only.
     let mut prelude = String::new();
-    if imp == Imp::RclFs && !fuse_open_to_all() {
+    if !fuse_open_to_all() {
         common::mknod_chr(&fx.dir.path().join("fuse"), 10, 229);
         testkit::set_mode(&fx.dir.path().join("fuse"), 0o600);
         prelude = "mount --bind \"$D/fuse\" /dev/fuse\n".into();
@@ -395,22 +463,14 @@ fn rootless(imp: Imp) {
         STEP,
     )
     .assert_ok();
-    let mount = match imp {
-        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr\" \"$D/mnt\"".to_string(),
-        Imp::RclFs => format!(
-            "{} -o \"$OPTS\" \"$D/mnt\"",
-            testkit::workspace_bin("rcl-fs").display()
-        ),
-    };
-    let script = format!(
-        "set -e\n{prelude}{mount}\ncd \"$D/mnt\"\ncat a\necho new > n\nmkdir nd\nrm b\nrm -r d\nmkdir d\n\
-         ls -A\nstat -c '%u %g' n a\ncd /\numount \"$D/mnt\"\necho unmounted"
-    );
+    let script = format!("set -e\n{prelude}{body}");
     let out = run_timeout(
         testkit::as_test_user("unshare")
-            .args(["-Urm", "sh", "-c", &script])
+            .args(unshare)
+            .args(["sh", "-c", &script])
             .env("D", fx.dir.path())
-            .env("OPTS", fx.rw_opts()),
+            .env("OPTS", fx.rw_opts())
+            .env("RCLFS", testkit::workspace_bin("rcl-fs")),
         STEP,
     );
     if let Some(pid) = server_pid(&fx.mnt) {
@@ -419,6 +479,25 @@ fn rootless(imp: Imp) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+    out
+}
+
+fn rootless(imp: Imp) {
+    need!(imp);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1"]);
+    let mount = match imp {
+        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr,nodev\" \"$D/mnt\"",
+        Imp::RclFs => "\"$RCLFS\" -o \"$OPTS,nodev\" \"$D/mnt\"",
+    };
+    let body = format!(
+        "{mount}\ncd \"$D/mnt\"\ncat a\necho new > n\nmkdir nd\nrm b\nrm -r d\nmkdir d\n\
+         ls -A\nstat -c '%u %g' n a\ncd /\numount \"$D/mnt\"\necho unmounted"
+    );
+    let out = run_rootless(&fx, uid, gid, &body);
     assert!(out.success(), "{imp:?} rootless: {out:#?}");
     assert_eq!(
         out.stdout, "hello\na\nd\nn\nnd\n0 0\n0 0\nunmounted\n",
@@ -521,4 +600,142 @@ fn debug_flag_logs_and_stays_in_foreground() {
     assert!(st.success(), "{st:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().count() > 3, "little debug output: {text}");
+}
+
+#[test]
+fn podman_style_command_line_with_relative_paths() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello\nf b bye"]);
+    // What podman's mount_program gets (options first, SELinux context quoted), with paths
+    // relative to the caller's directory.
+    let opts = "lowerdir=l0,upperdir=upper,workdir=work,xattr_permissions=2,\
+                context=\"system_u:object_r:container_file_t:s0:c1,c2\",whiteout=wh";
+    let out = run_timeout(
+        rclfs()
+            .arg("-o")
+            .arg(opts)
+            .arg("mnt")
+            .current_dir(fx.dir.path()),
+        STEP,
+    );
+    let mut guard = MountGuard::new(&fx.mnt);
+    if let Some(pid) = server_pid(Path::new("mnt")) {
+        guard = guard.with_server(pid);
+    }
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("xattr_permissions") && out.stderr.contains("context="),
+        "{out:?}"
+    );
+    let r = testkit::sh(
+        &format!("cd {} && cat a && rm b && ls -A", fx.mnt.display()),
+        STEP,
+    );
+    assert_eq!(r.stdout, "hello\na\n", "{r:?}");
+    assert!(fx.up(".wh.b").exists(), "whiteout=wh not honoured");
+    run_timeout(Command::new("umount").arg(&fx.mnt), STEP).assert_ok();
+    drop(guard);
+}
+
+#[test]
+fn sigint_to_foreground_server_unmounts_and_exits_0() {
+    need!(Imp::RclFs);
+    let fx = Fixture::new(&["f a hello"]);
+    let (mut child, _guard) = foreground(&fx);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, Duration::from_secs(10)).expect("server ignored SIGINT");
+    assert!(st.success(), "exit status {st:?}");
+    assert!(!testkit::is_mounted(&fx.mnt));
+}
+
+#[test]
+#[ignore = "rcl-fs: passthrough=on mounts rootless (where passthrough cannot be had) instead of \
+            failing as OverlayConfig documents"]
+fn rootless_passthrough_on_fails_to_mount() {
+    need!(Imp::RclFs);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&["f a hello"]);
+    let out = run_rootless(
+        &fx,
+        uid,
+        gid,
+        "if \"$RCLFS\" -o \"$OPTS,passthrough=on\" \"$D/mnt\"; then umount \"$D/mnt\"; \
+         echo mounted; else echo refused; fi",
+    );
+    assert_eq!(out.stdout, "refused\n", "{out:?}");
+    assert!(out.stderr.contains("passthrough"), "{out:?}");
+}
+
+/// First id of the test user's range in /etc/subuid or /etc/subgid.
+fn subid_start(file: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() == 3 && f[0] == testkit::TEST_USER).then(|| f[1].parse().ok())?
+    })
+}
+
+/// podman's rootless layout: a user namespace mapping /etc/subuid ranges (through newuidmap);
+/// ids chowned inside land on disk shifted into the range.
+fn rootless_subid_ranges(imp: Imp) {
+    need!(imp);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let ok = |c: &str| testkit::sh(c, STEP).success();
+    if !ok("command -v newuidmap && command -v newgidmap && unshare --help | grep -q map-auto") {
+        testkit::skip!(
+            "needs newuidmap/newgidmap (uidmap) and unshare --map-auto (util-linux 2.38)"
+        );
+    }
+    let (Some(su), Some(sg)) = (subid_start("/etc/subuid"), subid_start("/etc/subgid")) else {
+        testkit::skip!(
+            "no /etc/subuid or /etc/subgid range for {}",
+            testkit::TEST_USER
+        );
+    };
+    let fx = Fixture::new(&["f a hello"]);
+    let mount = match imp {
+        Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr\" \"$D/mnt\"",
+        Imp::RclFs => "\"$RCLFS\" -o \"$OPTS\" \"$D/mnt\"",
+    };
+    let body = format!(
+        "{mount}\ncd \"$D/mnt\"\necho b > b\nchown 5:6 b\nchown 7:8 a\nmkdir d\nchown 9:10 d\n\
+         stat -c '%u %g' a b d\ncd /\numount \"$D/mnt\""
+    );
+    let out = run_rootless_with(
+        &fx,
+        uid,
+        gid,
+        &["--map-auto", "--map-root-user", "-m"],
+        &body,
+    );
+    assert!(out.success(), "{imp:?}: {out:#?}");
+    assert_eq!(out.stdout, "7 8\n5 6\n9 10\n");
+    // Container id N >= 1 is host id start + N - 1.
+    for (name, cu, cg) in [("a", 7, 8), ("b", 5, 6), ("d", 9, 10)] {
+        assert_eq!(
+            common::disk_stat(&fx.up(name), "%u %g"),
+            format!("{} {}", su + cu - 1, sg + cg - 1),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn rootless_subid_ranges_kernel() {
+    rootless_subid_ranges(Imp::Kernel);
+}
+
+#[test]
+fn rootless_subid_ranges_rclfs() {
+    rootless_subid_ranges(Imp::RclFs);
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fsimpl::options::{parse_args, Action, Settings, HELP};
+use fsimpl::options::{parse_args, Action, Restrictions, Settings, HELP};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::ForkResult;
 
@@ -57,6 +57,13 @@ fn main() -> ExitCode {
         eprintln!("rcl-fs: warning: {w}");
     }
     init_logger(settings.debug);
+    // Blocked from the start (and inherited by the server and all its threads), so a signal
+    // that arrives while mounting stays pending for the waiter thread started in serve()
+    // instead of killing the process with the mount half set up.
+    if let Err(e) = stop_signals().thread_block() {
+        eprintln!("rcl-fs: blocking signals: {e}");
+        return ExitCode::from(EXIT_MOUNT);
+    }
     if let Err(msg) = check_mountpoint(&settings.mountpoint) {
         eprintln!("rcl-fs: {msg}");
         return ExitCode::from(EXIT_MOUNT);
@@ -83,11 +90,90 @@ fn check_mountpoint(mp: &Path) -> Result<(), String> {
     }
 }
 
-/// Opens the layers and mounts: when this returns `Ok`, the mount is live.
+/// Opens the layers and mounts: when this returns `Ok`, the mount is live (with the asked-for
+/// restrictions already in force).
 fn setup(s: &Settings) -> Result<fsimpl::Session, String> {
     let fs = fsimpl::UnionFs::new(s.config.clone()).map_err(|e| e.to_string())?;
-    fsimpl::mount(fs, &s.mountpoint)
-        .map_err(|e| format!("mount on {}: {e}", s.mountpoint.display()))
+    let session = fsimpl::mount(fs, &s.mountpoint)
+        .map_err(|e| format!("mount on {}: {e}", s.mountpoint.display()))?;
+    if let Err(e) = restrict(&s.mountpoint, s.restrict) {
+        // Dropping the session unmounts.
+        drop(session);
+        return Err(format!(
+            "applying nodev/nosuid/noexec/noatime to {}: {e}",
+            s.mountpoint.display()
+        ));
+    }
+    Ok(session)
+}
+
+/// Adds per-mount flags to the live mount with a bind remount. The current flags come from
+/// /proc/self/mountinfo: nothing here touches the mount's files (it is not served yet).
+fn restrict(mp: &Path, r: Restrictions) -> nix::Result<()> {
+    use nix::mount::MsFlags;
+    if r.is_empty() {
+        return Ok(());
+    }
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mp.to_string_lossy();
+    // The last line for the mountpoint is the mount on top: ours.
+    if let Some(opts) = info
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| unescape_mountinfo(m) == want)
+        })
+        .filter_map(|l| l.split(' ').nth(5))
+        .next_back()
+    {
+        for o in opts.split(',') {
+            flags |= match o {
+                "ro" => MsFlags::MS_RDONLY,
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                "noatime" => MsFlags::MS_NOATIME,
+                "nodiratime" => MsFlags::MS_NODIRATIME,
+                "relatime" => MsFlags::MS_RELATIME,
+                _ => MsFlags::empty(),
+            };
+        }
+    }
+    if r.nodev {
+        flags |= MsFlags::MS_NODEV;
+    }
+    if r.nosuid {
+        flags |= MsFlags::MS_NOSUID;
+    }
+    if r.noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    if r.noatime {
+        flags.remove(MsFlags::MS_RELATIME);
+        flags |= MsFlags::MS_NOATIME;
+    }
+    nix::mount::mount(None::<&str>, mp, None::<&str>, flags, None::<&str>)
+}
+
+/// Decodes mountinfo's octal escapes (`\040` for a space...).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Forks the server; the parent waits for its word that the mount is live.
@@ -108,6 +194,8 @@ fn daemonize(s: &Settings) -> ExitCode {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(wr);
+            // The waiting parent may be interrupted as usual.
+            let _ = stop_signals().thread_unblock();
             let mut msg = Vec::new();
             let _ = std::fs::File::from(rd).read_to_end(&mut msg);
             if msg == MOUNTED {
@@ -165,16 +253,9 @@ fn detach() -> std::io::Result<()> {
 
 /// Serves until unmounted. SIGTERM, SIGINT and SIGHUP unmount lazily and end the process.
 fn serve(session: fsimpl::Session, mountpoint: &Path) -> ExitCode {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGHUP);
-    // Blocked here before any thread exists, so every serving thread inherits the mask and
+    // Blocked in main() before any thread exists: every serving thread inherits the mask, and
     // only the waiter below receives these signals.
-    if let Err(e) = set.thread_block() {
-        eprintln!("rcl-fs: blocking signals: {e}");
-        return ExitCode::from(EXIT_MOUNT);
-    }
+    let set = stop_signals();
     let mp: PathBuf = mountpoint.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("rcl-fs-signals".into())
@@ -200,6 +281,15 @@ fn serve(session: fsimpl::Session, mountpoint: &Path) -> ExitCode {
             ExitCode::from(EXIT_MOUNT)
         }
     }
+}
+
+/// The signals that unmount and stop the server.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
 }
 
 /// Logs on stderr: warnings and errors, everything with `-d`.
