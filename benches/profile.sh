@@ -42,6 +42,9 @@ run_one() {
         perf record -q -F 1999 -g -p "$pid" -o "$OUT/$name.perf.data" 2>/dev/null & pf=$!
     fi
     sleep 0.5
+    if ! grep -q " $M " /proc/self/mountinfo || ! kill -0 "$pid" 2>/dev/null; then
+        echo "profile.sh: the rcl-fs server ($pid) is gone after the profilers attached" >&2
+    fi
     local t0 t1
     t0=$(date +%s.%N)
     (cd "$M" && timeout 300 bash -c "$cmd")
