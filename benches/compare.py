@@ -151,7 +151,7 @@ def main():
                  "range relative to the median. Ratios only from this run (same run id).\n")
     if meta.get("rcl_fs"):
         lines.append(f"rcl-fs binary: `{meta['rcl_fs'].get('path')}` (mtime {meta['rcl_fs'].get('mtime')}); "
-                     f"sizes: `{meta.get('sizes')}`; tarball {meta.get('tarball')}.\n")
+                     f"workspace HEAD {meta.get('git_head')}; sizes: `{meta.get('sizes')}`; tarball {meta.get('tarball')}.\n")
     head = ["workload"] + present + ["rcl/kernel", "target", "rcl/fuse-ovl", "faster than fuse-ovl"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))

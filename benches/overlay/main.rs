@@ -124,6 +124,11 @@ fn main() {
         "rcl_fs": bin_info(&rcl_fs),
         "fuse_overlayfs": fuse_ovl.as_deref().map(bin_info),
         "bench_dir": root,
+        "git_head": Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
     });
     let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
     let ctx = Ctx {
