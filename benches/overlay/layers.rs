@@ -50,11 +50,11 @@ impl Sizes {
             copyup_big: 2,
             big_bytes: ((64.0 * scale).round() as u64).max(1) * mib,
             seq_bytes: ((256.0 * scale).round() as u64).max(4) * mib,
-            rand_reads: n(1024.0, 64),
+            rand_reads: n(512.0, 64),
             create_files: n(150.0, 8),
             tree_dirs: n(100.0, 4),
             tree_files_per_dir: 100,
-            ch_dirs: n(2.0, 2),
+            ch_dirs: n(1.0, 1),
             flat_entries: n(10_000.0, 100),
             rss_files: n(100_000.0, 1000),
             tar_bytes: ((16.0 * scale).max(0.5) * mib as f64) as u64,
@@ -72,7 +72,7 @@ impl Sizes {
     }
 
     fn stamp(&self) -> String {
-        format!("{self:?}\nlayout-version=4\n")
+        format!("{self:?}\nlayout-version=5\n")
     }
 }
 
