@@ -208,7 +208,10 @@ def main():
             if q is not None:
                 rel[i] = 1 / q if kind == "throughput" else q
         if rel:
-            chart.append((wl, rel))
+            t = TARGETS.get(wl)
+            # The target in the chart's sense (time relative to kernel).
+            tx = None if t is None else (1 / t[1] if t[0] == "tput" else t[1])
+            chart.append((wl, rel, tx))
     lines.append("")
 
     starts = {i: rows[("container-start", i)] for i in ("rcl", "runc") if ("container-start", i) in rows}
@@ -264,10 +267,10 @@ def draw(chart, run_id, impls):
     left, right, top, bar, gap = 300, 40, 70, 12, 10
     width = 900
     plot_w = width - left - right
-    rows_h = sum(len(rel) * bar + gap for _, rel in chart)
+    rows_h = sum(len(rel) * bar + gap for _, rel, _ in chart)
     height = top + rows_h + 50
     lo, hi = 0.1, 100.0
-    vals = [v for _, rel in chart for v in rel.values() if v > 0]
+    vals = [v for _, rel, _ in chart for v in rel.values() if v > 0]
     if vals:
         lo = min(lo, 10 ** math.floor(math.log10(min(vals))))
         hi = max(1.0, 10 ** math.ceil(math.log10(max(vals))))
@@ -290,6 +293,9 @@ def draw(chart, run_id, impls):
         out.append(f'<rect x="{lx}" y="48" width="12" height="12" fill="{COLORS.get(i, "#2ca02c")}"/>')
         out.append(f'<text x="{lx + 16}" y="58">{escape(i)}</text>')
         lx += 20 + 8 * len(i) + 20
+    out.append(f'<line x1="{lx}" y1="48" x2="{lx}" y2="60" stroke="black" stroke-width="2" '
+               'stroke-dasharray="3,2"/>')
+    out.append(f'<text x="{lx + 6}" y="58">rcl-fs target</text>')
     # Grid.
     d = lo
     while d <= hi * 1.0001:
@@ -307,8 +313,12 @@ def draw(chart, run_id, impls):
     out.append(f'<line x1="{x1:.1f}" y1="{top - 4}" x2="{x1:.1f}" y2="{top + rows_h}" stroke="black" '
                'stroke-width="1.5"/>')
     y = top
-    for wl, rel in chart:
+    for wl, rel, tx in chart:
         h = len(rel) * bar
+        if tx is not None and RCL in rel:
+            xt = x(tx)
+            out.append(f'<line x1="{xt:.1f}" y1="{y - 2}" x2="{xt:.1f}" y2="{y + h}" stroke="black" '
+                       f'stroke-width="2" stroke-dasharray="3,2"><title>rcl-fs target {tx:.2f}x</title></line>')
         out.append(f'<text x="{left - 8}" y="{y + h / 2 + 4:.1f}" text-anchor="end">{escape(wl)}</text>')
         for i in impls:
             if i not in rel:
