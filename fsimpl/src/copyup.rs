@@ -88,6 +88,14 @@ impl UnionFs {
         let (_, lobj) = st.lowers.first().ok_or_else(|| err(libc::EIO))?.clone();
         let lfd = lobj.fd()?;
         let lraw = lfd.as_raw_fd();
+        // A metacopy file in a lower layer: metadata from it, data from the file below.
+        let data_obj = match (st.lower_metacopy, st.lowers.get(1)) {
+            (true, Some((_, d))) => Some(d.clone()),
+            _ => None,
+        };
+        if data_obj.is_some() && mode == CopyMode::Meta {
+            mode = CopyMode::Full;
+        }
         let lst = sys::fstat(lraw)?;
         let kind = kind_of(lst.st_mode);
         let w = self.work_fd()?;
@@ -129,7 +137,15 @@ impl UnionFs {
                     let dst =
                         sys::openat(w, &tmp, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)?;
                     match mode {
-                        CopyMode::Full => self.copy_data(lraw, dst.as_raw_fd(), &lst)?,
+                        CopyMode::Full => match &data_obj {
+                            Some(d) => {
+                                let dfd = d.fd()?;
+                                let dst_st = sys::fstat(dfd.as_raw_fd())?;
+                                self.copy_data(dfd.as_raw_fd(), dst.as_raw_fd(), &dst_st)?;
+                                sys::ftruncate(dst.as_raw_fd(), lst.st_size as u64)?;
+                            }
+                            None => self.copy_data(lraw, dst.as_raw_fd(), &lst)?,
+                        },
                         CopyMode::Meta => sys::ftruncate(dst.as_raw_fd(), lst.st_size as u64)?,
                         CopyMode::Empty => {}
                     }
@@ -214,6 +230,7 @@ impl UnionFs {
         let mut s = node.st.write();
         s.upper = Some(obj);
         s.metacopy = mode == CopyMode::Meta;
+        s.lower_metacopy = false;
         if kind != FileType::Directory && mode != CopyMode::Meta {
             s.lowers.clear();
         }

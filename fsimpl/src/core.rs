@@ -51,6 +51,9 @@ pub struct Found {
     pub lower_path: Option<PathBuf>,
     /// Upper is a metacopy.
     pub metacopy: bool,
+    /// No upper; the top lower is a metacopy file (a former upper used as a lower layer)
+    /// whose data is `lowers[1]`.
+    pub lower_meta: bool,
     /// Origin recorded on the upper object.
     pub origin: Option<(u64, u64)>,
 }
@@ -191,7 +194,17 @@ impl UnionFs {
             }
             let ifd = sys::open_dir(wfd.as_raw_fd(), OsStr::new(INDEX_SUBDIR)).map_err(werr)?;
             ns = match cfg.xattr_namespace {
-                XattrNamespace::Trusted => "trusted",
+                XattrNamespace::Trusted => {
+                    if probe_trusted(wfd.as_raw_fd()) != "trusted" {
+                        return Err(Error::Config(format!(
+                            "xattr namespace trusted: trusted.* xattrs cannot be set on the \
+                             upper filesystem of {} (needs CAP_SYS_ADMIN in the initial user \
+                             namespace); use user or auto",
+                            up.display()
+                        )));
+                    }
+                    "trusted"
+                }
                 XattrNamespace::User => "user",
                 XattrNamespace::Auto => probe_trusted(wfd.as_raw_fd()),
             };
@@ -281,9 +294,7 @@ impl UnionFs {
 
     fn read_origin(&self, fd: RawFd) -> Option<(u64, u64)> {
         let v = sys::getxattr_fd(fd, &self.rcl_xattr("origin")).ok()??;
-        let s = std::str::from_utf8(&v).ok()?;
-        let (a, b) = s.split_once(':')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
+        parse_origin(&v)
     }
 
     /// Resolves `name` inside the directory described by `parent` across all layers.
@@ -318,25 +329,29 @@ impl UnionFs {
                     f.upper = Some((Obj::Fd(Arc::new(fd)), st));
                 }
                 Some(st) => {
-                    let fd = sys::open_path(ufd, name)?;
-                    let raw = fd.as_raw_fd();
-                    f.origin = self.read_origin(raw);
+                    // Symlinks and special files cannot carry user.* xattrs: skip the reads
+                    // (an O_PATH open each) where they cannot be.
+                    let obj = Obj::At(up.clone(), name.to_os_string());
+                    let fmt = st.st_mode & libc::S_IFMT;
+                    if fmt == libc::S_IFREG || self.ns == "trusted" {
+                        f.origin = obj
+                            .getxattr(&self.rcl_xattr("origin"))
+                            .ok()
+                            .flatten()
+                            .and_then(|v| parse_origin(&v));
+                    }
                     stop = true;
-                    if st.st_mode & libc::S_IFMT == libc::S_IFREG
-                        && matches!(
-                            sys::getxattr_fd(raw, &self.ovl_xattr("metacopy")),
-                            Ok(Some(_))
-                        )
+                    if fmt == libc::S_IFREG
+                        && matches!(obj.getxattr(&self.ovl_xattr("metacopy")), Ok(Some(_)))
                     {
                         f.metacopy = true;
-                        if let Ok(Some(p)) = sys::getxattr_fd(raw, &self.rcl_xattr("lower")) {
+                        if let Ok(Some(p)) = obj.getxattr(&self.rcl_xattr("lower")) {
                             redirect = Some(PathBuf::from(OsStr::from_bytes(&p)));
                         } else {
                             stop = false;
                         }
                     }
-                    drop(fd);
-                    f.upper = Some((Obj::At(up.clone(), name.to_os_string()), st));
+                    f.upper = Some((obj, st));
                 }
                 None => {
                     if whiteout::has_wh_file(ufd, name) {
@@ -347,7 +362,8 @@ impl UnionFs {
         }
         if let Some(path) = redirect {
             f.lower_path = Some(path.clone());
-            self.resolve_path_in_lowers(&path, &mut f)?;
+            let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
+            self.resolve_path_in_lowers(&path, &mut f, 0, want_dir)?;
             if f.metacopy && f.lowers.is_empty() {
                 f.metacopy = false;
             }
@@ -360,7 +376,7 @@ impl UnionFs {
                 match sys::lstatat_opt(raw, name)? {
                     Some(st) if whiteout::is_whiteout(&st) => break,
                     Some(st) if is_dir(&st) => {
-                        if f.metacopy {
+                        if f.metacopy || f.lower_meta {
                             break;
                         }
                         if let Some((_, ust)) = &f.upper {
@@ -370,16 +386,40 @@ impl UnionFs {
                         }
                         let fd = sys::open_dir(raw, name)?;
                         let op = whiteout::is_opaque_dir(fd.as_raw_fd());
+                        let redirect = if op {
+                            None
+                        } else {
+                            rcl_redirect(fd.as_raw_fd())
+                        };
                         f.lowers.push((*li, Obj::Fd(Arc::new(fd)), st));
                         if op {
+                            break;
+                        }
+                        if let Some(p) = redirect {
+                            // A directory renamed by rcl-fs in a layer that was its upper:
+                            // the layers below merge from where it came from.
+                            f.lower_path = Some(p.clone());
+                            self.resolve_path_in_lowers(&p, &mut f, li + 1, true)?;
                             break;
                         }
                     }
                     Some(st) => {
                         let first = f.upper.is_none() && f.lowers.is_empty();
-                        if first || (f.metacopy && f.lowers.is_empty()) {
-                            f.lowers
-                                .push((*li, Obj::At(lfd.clone(), name.to_os_string()), st));
+                        let is_reg = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+                        let want_data = f.lower_meta && f.lowers.len() == 1;
+                        let obj = Obj::At(lfd.clone(), name.to_os_string());
+                        if first && is_reg && lower_is_metacopy(&obj) {
+                            // A metacopy file in a lower layer: its data lies below.
+                            f.lowers.push((*li, obj.clone(), st));
+                            f.lower_meta = true;
+                            if let Some(p) = rcl_lower_path(&obj) {
+                                self.resolve_path_in_lowers(&p, &mut f, li + 1, false)?;
+                                break;
+                            }
+                            continue;
+                        }
+                        if first || (f.metacopy && f.lowers.is_empty()) || (want_data && is_reg) {
+                            f.lowers.push((*li, obj, st));
                         }
                         break;
                     }
@@ -394,6 +434,9 @@ impl UnionFs {
         if f.metacopy && f.lowers.is_empty() {
             // The lower data is gone: show the upper as it is.
             f.metacopy = false;
+        }
+        if f.lower_meta && f.lowers.len() < 2 {
+            f.lower_meta = false;
         }
         if f.upper.is_none() && f.lowers.is_empty() {
             return Ok(None);
@@ -413,7 +456,13 @@ impl UnionFs {
     }
 
     /// Looks `path` (absolute, inside the lowers) up in every lower layer and merges.
-    fn resolve_path_in_lowers(&self, path: &Path, f: &mut Found) -> io::Result<()> {
+    fn resolve_path_in_lowers(
+        &self,
+        path: &Path,
+        f: &mut Found,
+        from: usize,
+        want_dir: bool,
+    ) -> io::Result<()> {
         let comps: Vec<&OsStr> = path
             .components()
             .filter_map(|c| match c {
@@ -424,8 +473,7 @@ impl UnionFs {
         let Some((last, dirs)) = comps.split_last() else {
             return Ok(());
         };
-        let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
-        'layers: for (li, layer) in self.lowers.iter().enumerate() {
+        'layers: for (li, layer) in self.lowers.iter().enumerate().skip(from) {
             let mut cur: Option<OwnedFd> = None;
             for c in dirs {
                 let base = cur.as_ref().map(|c| c.as_raw_fd()).unwrap_or(layer.raw());
@@ -506,6 +554,7 @@ impl UnionFs {
             lowers: f.lowers.into_iter().map(|l| (l.0, l.1)).collect(),
             lower_path: f.lower_path,
             metacopy: f.metacopy,
+            lower_metacopy: f.lower_meta,
             origin: key,
             removed_links: 0,
         };
@@ -575,7 +624,7 @@ impl UnionFs {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
         let s = meta.stat()?;
         let mut blocks = s.st_blocks as u64;
-        if st.metacopy {
+        if st.metacopy || (st.lower_metacopy && st.upper.is_none()) {
             if let Some(d) = st.data() {
                 if let Ok(ds) = d.stat() {
                     blocks = ds.st_blocks as u64;
@@ -708,6 +757,43 @@ impl UnionFs {
             Some(_) => sys::unlinkat(dir, name, 0),
         }
     }
+}
+
+/// True when a lower file is an overlay metacopy file (either namespace).
+fn lower_is_metacopy(obj: &Obj) -> bool {
+    matches!(obj.getxattr(c"trusted.overlay.metacopy"), Ok(Some(_)))
+        || matches!(obj.getxattr(c"user.overlay.metacopy"), Ok(Some(_)))
+}
+
+/// The lower path an rcl-fs metacopy file records for its data (either namespace).
+fn rcl_lower_path(obj: &Obj) -> Option<PathBuf> {
+    let v = obj
+        .getxattr(c"trusted.rclfs.lower")
+        .ok()
+        .flatten()
+        .or_else(|| obj.getxattr(c"user.rclfs.lower").ok().flatten())?;
+    (v.first() == Some(&b'/')).then(|| PathBuf::from(OsStr::from_bytes(&v)))
+}
+
+/// The absolute redirect of a directory renamed by rcl-fs (marker and redirect in either
+/// namespace), as found in a lower layer.
+fn rcl_redirect(fd: RawFd) -> Option<PathBuf> {
+    for ns in ["trusted", "user"] {
+        let marker = CString::new(format!("{ns}.rclfs.redirect")).expect("no NUL");
+        if sys::xattr_is_y(fd, &marker) {
+            let r = CString::new(format!("{ns}.overlay.redirect")).expect("no NUL");
+            let v = sys::getxattr_fd(fd, &r).ok()??;
+            return (v.first() == Some(&b'/')).then(|| PathBuf::from(OsStr::from_bytes(&v)));
+        }
+    }
+    None
+}
+
+/// Parses a recorded origin `dev:ino`.
+fn parse_origin(v: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (a, b) = s.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 fn clean_work(wfd: RawFd) -> io::Result<()> {

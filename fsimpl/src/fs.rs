@@ -6,10 +6,11 @@ use crate::node::Node;
 use crate::ops::Creator;
 use crate::{sys, xattr};
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -936,9 +937,7 @@ impl Filesystem for UnionFs {
                     .meta()
                     .cloned()
                     .ok_or_else(|| eno(libc::ESTALE))?;
-            let fd = meta.fd()?;
-            let fd = fd.as_raw_fd();
-            sys::getxattr_fd(fd, &c)?.ok_or_else(|| eno(libc::ENODATA))
+            meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
         })();
         match r {
             Ok(v) => Self::xattr_reply(&v, size, reply),
@@ -1076,6 +1075,36 @@ impl Filesystem for UnionFs {
                 Err(err) => reply.error(e(err)),
             },
             Err(x) => reply.error(x),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let (hi, ho) = match (self.handle(fh_in), self.handle(fh_out)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(x), _) | (_, Err(x)) => return reply.error(x),
+        };
+        let len = len.min(u32::MAX as u64 & !0xfff) as usize;
+        match sys::copy_range(
+            hi.fd.as_raw_fd(),
+            offset_in,
+            ho.fd.as_raw_fd(),
+            offset_out,
+            len,
+        ) {
+            Ok(n) => reply.written(n as u32),
+            Err(err) => reply.error(e(err)),
         }
     }
 

@@ -52,6 +52,17 @@ impl Obj {
         }
     }
 
+    /// Reads xattr `attr` of the object (`None` when absent).
+    pub fn getxattr(&self, attr: &std::ffi::CStr) -> io::Result<Option<Vec<u8>>> {
+        if let Obj::At(d, n) = self {
+            match sys::getxattrat(d.as_raw_fd(), n, attr) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+                r => return r,
+            }
+        }
+        sys::getxattr_fd(self.fd()?.as_raw_fd(), attr)
+    }
+
     /// lstat of the object.
     pub fn stat(&self) -> io::Result<libc::stat> {
         match self {
@@ -112,6 +123,8 @@ pub struct NodeState {
     pub lower_path: Option<PathBuf>,
     /// Upper file holds metadata only; data still comes from `lowers[0]`.
     pub metacopy: bool,
+    /// No upper, and `lowers[0]` is a metacopy file whose data is `lowers[1]`.
+    pub lower_metacopy: bool,
     /// Origin (dev, ino) of the object (the lower one it was copied from, or its own).
     pub origin: (u64, u64),
     /// Names of a lower-only file removed through the mount (for nlink).
@@ -128,6 +141,8 @@ impl NodeState {
     pub fn data(&self) -> Option<&Obj> {
         if self.metacopy {
             self.lowers.first().map(|l| &l.1)
+        } else if self.upper.is_none() && self.lower_metacopy {
+            self.lowers.get(1).map(|l| &l.1)
         } else {
             self.meta()
         }

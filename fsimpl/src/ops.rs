@@ -175,9 +175,22 @@ impl UnionFs {
 
     /// The name of `node` goes: an open file keeps being reached through an fd (fstat of an
     /// open unlinked file); others are only reachable by name, so they need none.
-    fn pin_if_open(node: &Arc<Node>) {
-        if node.opens.load(Ordering::Acquire) > 0 {
-            if let Some(u) = node.st.write().upper.as_mut() {
+    /// Also pins a hard-linked file whose upper object is reached by exactly this name
+    /// (`dir`/`name`): its other links keep it alive.
+    fn pin_if_open(node: &Arc<Node>, dir: &Fd, name: &OsStr) {
+        let mut st = node.st.write();
+        let by_this_name = matches!(
+            &st.upper,
+            Some(Obj::At(d, n)) if Arc::ptr_eq(d, dir) && n.as_os_str() == name
+        );
+        let other_links = || {
+            st.upper
+                .as_ref()
+                .and_then(|u| u.stat().ok())
+                .is_some_and(|s| s.st_nlink > 1)
+        };
+        if node.opens.load(Ordering::Acquire) > 0 || (by_this_name && other_links()) {
+            if let Some(u) = st.upper.as_mut() {
                 u.pin();
             }
         }
@@ -220,12 +233,12 @@ impl UnionFs {
             return Err(err(libc::EISDIR));
         }
         let node = self.node_for(parent, name, f);
-        let pfd = self.upper_dir(parent)?;
-        let pfd = pfd.as_raw_fd();
+        let pdir = self.upper_dir(parent)?;
+        let pfd = pdir.as_raw_fd();
         // Wait for a copy-up of this file in flight, and keep a new one from renaming a copy
         // over the whiteout written here (it sees `unlinked` and stays anonymous).
         let _g = node.copy_lock.lock();
-        Self::pin_if_open(&node);
+        Self::pin_if_open(&node, &pdir, name);
         let need_wh = self.lower_has(&pst, name);
         match sys::lstatat_opt(pfd, name)? {
             Some(st) if !whiteout::is_whiteout(&st) => {
@@ -404,7 +417,7 @@ impl UnionFs {
         let need_wh = self.lower_has(&pst, name);
         let dst_lower = self.name_has_lower(&nst, npraw, newname);
         if let Some(d) = &dst {
-            Self::pin_if_open(d);
+            Self::pin_if_open(d, &npfd, newname);
         }
         if src.kind == FileType::Directory {
             if let Some(d) = &dst {

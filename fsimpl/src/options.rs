@@ -44,7 +44,8 @@ LAYERS:
     lowerdir=A:B:C   read-only layers, the first is the top one (required). `\\:` escapes ':'.
     upperdir=U       writable layer; without it the mount is read-only
     workdir=W        scratch directory on U's filesystem (required with upperdir)
-    ro               read-only mount even with an upper (the upper is shown, never written)
+    ro               read-only mount even with an upper (the upper is read as written, never
+                     written to: the mount itself is read-only)
 
 FUSE-OVERLAYFS OPTIONS:
     uidmapping=C:H:N[:C:H:N...]   show on-disk uid H..H+N-1 as C..C+N-1 (unmapped: 65534)
@@ -112,12 +113,13 @@ pub struct Settings {
     pub debug: bool,
     /// One line per option that was accepted but ignored, for the caller to print on stderr.
     pub warnings: Vec<String>,
-    /// Per-mount restrictions to apply once mounted (`nodev`, `nosuid`, `noexec`, `noatime`).
+    /// Per-mount restrictions to apply once mounted (`nodev`, `nosuid`, `noexec`, `noatime`,
+    /// `ro`).
     pub restrict: Restrictions,
 }
 
-/// Generic VFS per-mount flags asked for with `-o` (podman's `mountopt = "nodev"`), applied by
-/// remounting the live mount.
+/// Generic VFS per-mount flags asked for with `-o` (podman's `mountopt = "nodev"`, `ro`),
+/// applied by remounting the live mount.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restrictions {
     /// `nodev`: device nodes cannot be opened.
@@ -128,6 +130,8 @@ pub struct Restrictions {
     pub noexec: bool,
     /// `noatime`: access times are never updated.
     pub noatime: bool,
+    /// `ro`: no writes at all, even with an upper layer.
+    pub readonly: bool,
 }
 
 impl Restrictions {
@@ -398,7 +402,7 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
         }
     }
 
-    let mut lowers = match lowers {
+    let lowers = match lowers {
         Some(l) => l,
         None => {
             return Err(OptionsError::Missing(
@@ -427,13 +431,12 @@ pub fn parse_mount_options(opts: &[String], cwd: &Path) -> Result<Settings, Opti
                 "must differ from upperdir",
             ));
         }
-        if readonly {
-            // A read-only mount shows the upper as the top layer and never writes to it.
-            lowers.insert(0, u.clone());
-        } else {
-            cfg = cfg.with_upper(u.clone(), w.clone());
-        }
+        // `ro` keeps the upper as the upper (its whiteouts, redirects and metacopy files
+        // read as written) and makes the mount itself read-only: the kernel then refuses
+        // every write with EROFS before it reaches the filesystem.
+        cfg = cfg.with_upper(u.clone(), w.clone());
     }
+    restrict.readonly = readonly;
     cfg.lowerdirs = lowers;
     Ok(Settings {
         config: cfg,
@@ -580,7 +583,8 @@ mod tests {
                 nodev: true,
                 nosuid: true,
                 noexec: true,
-                noatime: true
+                noatime: true,
+                readonly: false,
             }
         );
         assert!(mount(&["-o", "lowerdir=/a", "/m"])
@@ -787,12 +791,18 @@ mod tests {
     }
 
     #[test]
-    fn ro_shows_upper_as_top_layer() {
+    fn ro_keeps_the_upper_and_makes_the_mount_read_only() {
         let s = mount(&["-o", "lowerdir=/a,upperdir=/u,workdir=/w,ro", "/m"]).unwrap();
-        assert!(s.config.is_readonly());
-        assert_eq!(
-            s.config.lowerdirs,
-            vec![PathBuf::from("/u"), PathBuf::from("/a")]
+        assert_eq!(s.config.upperdir, Some(PathBuf::from("/u")));
+        assert_eq!(s.config.lowerdirs, vec![PathBuf::from("/a")]);
+        assert!(s.restrict.readonly);
+        let s = mount(&["-o", "lowerdir=/a,ro", "/m"]).unwrap();
+        assert!(s.config.is_readonly() && s.restrict.readonly);
+        assert!(
+            !mount(&["-o", "lowerdir=/a", "/m"])
+                .unwrap()
+                .restrict
+                .readonly
         );
     }
 

@@ -173,6 +173,9 @@ fn hard_links_stay_linked_after_copy_up() {
     m.sh(
         "ln solo solo2; test $(stat -c %h solo) = 2; test $(stat -c %i solo) = $(stat -c %i solo2)",
     );
+    // Removing the name the copy-up went to keeps the other link working.
+    m.sh("echo more >> solo2; rm solo; test $(stat -c %h solo2) = 1");
+    assert_eq!(m.sh("cat solo2"), "smore\n");
 }
 
 #[test]
@@ -310,5 +313,44 @@ fn we_read_an_upper_written_by_kernel_overlayfs() {
     assert_eq!(
         m.sh("ls -A | tr '\\n' ' '; ls dir; cat keep; stat -c %a sub/f; cat sub/f"),
         "dir keep sub n\nkup\n600\nf"
+    );
+}
+
+#[test]
+fn an_upper_we_wrote_works_as_a_lower_layer() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    put(&l.join("chm"), "chmod data\n");
+    put(&l.join("dir/ren"), "renamed data\n");
+    put(&l.join("tree/sub/leaf"), "leaf\n");
+    let cfg = m.config();
+    m.mount(cfg);
+    m.sh("chmod 600 chm; mv dir/ren moved; mv tree tree2");
+    m.unmount();
+    assert!(xattr(&m.upper.join("chm"), "trusted.overlay.metacopy").is_some());
+    // Stack: the old upper on top of the old lower, a fresh upper.
+    let up2 = m.dir.path().join("upper2");
+    let work2 = m.dir.path().join("work2");
+    std::fs::create_dir(&up2).unwrap();
+    std::fs::create_dir(&work2).unwrap();
+    let mut cfg =
+        fsimpl::OverlayConfig::new(vec![m.upper.clone(), l.clone()]).with_upper(up2.clone(), work2);
+    cfg.threads = 2;
+    m.mount(cfg);
+    assert_eq!(
+        m.sh(
+            "cat chm moved; stat -c %a chm; test ! -e dir/ren; test ! -e tree; cat tree2/sub/leaf"
+        ),
+        "chmod data\nrenamed data\n600\nleaf\n"
+    );
+    m.sh("echo more >> moved; chmod 640 chm");
+    assert_eq!(
+        m.sh("cat moved; stat -c %a chm; cat chm"),
+        "renamed data\nmore\n640\nchmod data\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(up2.join("moved")).unwrap(),
+        "renamed data\nmore\n"
     );
 }

@@ -268,3 +268,46 @@ fn copy_up_keeps_suid_and_file_capabilities() {
         Some(&v[..])
     );
 }
+
+#[test]
+fn copy_file_range_inside_the_mount() {
+    need_fuse!();
+    let mut m = Mounted::layers(1);
+    let l = m.lower(0).to_path_buf();
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(l.join("src"), &data).unwrap();
+    for pt in [fsimpl::Passthrough::Auto, fsimpl::Passthrough::Off] {
+        let mut cfg = m.config();
+        cfg.passthrough = pt;
+        m.mount(cfg);
+        let mnt = m.mnt.clone();
+        timed(move || {
+            let src = std::fs::File::open(mnt.join("src")).unwrap();
+            let dst = std::fs::File::create(mnt.join("dst")).unwrap();
+            let mut done = 0usize;
+            while done < 3 << 20 {
+                let mut a = done as i64;
+                let mut b = done as i64;
+                // SAFETY: valid fds and offset pointers.
+                let n = unsafe {
+                    libc::copy_file_range(
+                        std::os::fd::AsRawFd::as_raw_fd(&src),
+                        &mut a,
+                        std::os::fd::AsRawFd::as_raw_fd(&dst),
+                        &mut b,
+                        (3 << 20) - done,
+                        0,
+                    )
+                };
+                assert!(
+                    n > 0,
+                    "copy_file_range: {}",
+                    std::io::Error::last_os_error()
+                );
+                done += n as usize;
+            }
+        });
+        m.sh("cmp src dst; rm dst");
+        m.unmount();
+    }
+}

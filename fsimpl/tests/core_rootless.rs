@@ -112,3 +112,44 @@ fn rootless_mount_works() {
         Some(&b"/keep"[..])
     );
 }
+
+/// Asking for the trusted namespace where it cannot be written fails at `UnionFs::new`, naming
+/// the problem (run inside a user namespace as root mapped to itself).
+#[test]
+fn trusted_namespace_refused_in_user_namespace() {
+    need_fuse!();
+    if let Ok(dir) = std::env::var("RCLFS_CORE_TRUSTED_PROBE") {
+        let d = Path::new(&dir);
+        let mut cfg = fsimpl::OverlayConfig::new(vec![d.join("l0")])
+            .with_upper(d.join("upper"), d.join("work"));
+        cfg.xattr_namespace = fsimpl::XattrNamespace::Trusted;
+        match fsimpl::UnionFs::new(cfg) {
+            Ok(_) => println!("ACCEPTED"),
+            Err(e) => println!("REFUSED {e}"),
+        }
+        return;
+    }
+    let m = Mounted::layers(1);
+    let base = m.dir.path().to_path_buf();
+    let exe = base.join("test-exe");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    testkit::set_mode(&exe, 0o755);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-Urm", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "trusted_namespace_refused_in_user_namespace",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RCLFS_CORE_TRUSTED_PROBE", &base);
+    let out = testkit::run_timeout(&mut cmd, Duration::from_secs(60));
+    if out.stderr.contains("unshare failed") {
+        testkit::skip!("user namespaces unavailable: {}", out.stderr.trim());
+    }
+    assert!(
+        out.stdout.contains("REFUSED") && out.stdout.contains("trusted"),
+        "{out:#?}"
+    );
+}

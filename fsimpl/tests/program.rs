@@ -488,19 +488,21 @@ fn rootless(imp: Imp) {
         Ok(ids) => ids,
         Err(why) => testkit::skip!("no unprivileged test user: {why}"),
     };
-    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1"]);
+    let fx = Fixture::new(&["f a hello\nf b bye\nd d\nf d/x 1\nf ld/y y"]);
     let mount = match imp {
         Imp::Kernel => "mount -t overlay overlay -o \"$OPTS,userxattr,nodev\" \"$D/mnt\"",
         Imp::RclFs => "\"$RCLFS\" -o \"$OPTS,nodev\" \"$D/mnt\"",
     };
     let body = format!(
         "{mount}\ncd \"$D/mnt\"\ncat a\necho new > n\nmkdir nd\nrm b\nrm -r d\nmkdir d\n\
-         ls -A\nstat -c '%u %g' n a\ncd /\numount \"$D/mnt\"\necho unmounted"
+         ls -A\nstat -c '%u %g' n a\nmv a a2\nmv ld ld2\ncd /\numount \"$D/mnt\"\necho unmounted\n\
+         {mount}\ncd \"$D/mnt\"\nls -A\ncat a2 ld2/y n\ncd /\numount \"$D/mnt\""
     );
     let out = run_rootless(&fx, uid, gid, &body);
     assert!(out.success(), "{imp:?} rootless: {out:#?}");
     assert_eq!(
-        out.stdout, "hello\na\nd\nn\nnd\n0 0\n0 0\nunmounted\n",
+        out.stdout,
+        "hello\na\nd\nld\nn\nnd\n0 0\n0 0\nunmounted\na2\nd\nld2\nn\nnd\nhello\ny\nnew\n",
         "{out:?}"
     );
     // On disk, what was created inside belongs to the test user; deletions are 0/0 whiteouts.
@@ -555,7 +557,17 @@ fn sigterm_while_busy_unmounts_and_exits() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait until it sits in the mount (readlink of /proc/PID/cwd does not enter the mount).
+    let cwd = format!("/proc/{}/cwd", busy.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&cwd).ok().as_deref() != Some(fx.mnt.as_path()) {
+        assert!(
+            Instant::now() < deadline,
+            "the busy process never entered the mount"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let out = run_timeout(Command::new("umount").arg(&fx.mnt), STEP);
     assert!(!out.success() && out.stderr.contains("busy"), "{out:?}");
     nix::sys::signal::kill(
@@ -653,8 +665,6 @@ fn sigint_to_foreground_server_unmounts_and_exits_0() {
 }
 
 #[test]
-#[ignore = "rcl-fs: passthrough=on mounts rootless (where passthrough cannot be had) instead of \
-            failing as OverlayConfig documents"]
 fn rootless_passthrough_on_fails_to_mount() {
     need!(Imp::RclFs);
     let (uid, gid) = match testkit::test_user() {
@@ -738,4 +748,23 @@ fn rootless_subid_ranges_kernel() {
 #[test]
 fn rootless_subid_ranges_rclfs() {
     rootless_subid_ranges(Imp::RclFs);
+}
+
+#[test]
+fn rootless_xattr_trusted_fails_to_mount() {
+    need!(Imp::RclFs);
+    let (uid, gid) = match testkit::test_user() {
+        Ok(ids) => ids,
+        Err(why) => testkit::skip!("no unprivileged test user: {why}"),
+    };
+    let fx = Fixture::new(&["f a hello"]);
+    let out = run_rootless(
+        &fx,
+        uid,
+        gid,
+        "if \"$RCLFS\" -o \"$OPTS,xattr=trusted\" \"$D/mnt\"; then umount \"$D/mnt\"; \
+         echo mounted; else echo refused; fi",
+    );
+    assert_eq!(out.stdout, "refused\n", "{out:?}");
+    assert!(out.stderr.contains("trusted"), "{out:?}");
 }

@@ -100,7 +100,7 @@ fn setup(s: &Settings) -> Result<fsimpl::Session, String> {
         // Dropping the session unmounts.
         drop(session);
         return Err(format!(
-            "applying nodev/nosuid/noexec/noatime to {}: {e}",
+            "applying ro/nodev/nosuid/noexec/noatime to {}: {e}",
             s.mountpoint.display()
         ));
     }
@@ -140,6 +140,9 @@ fn restrict(mp: &Path, r: Restrictions) -> nix::Result<()> {
                 _ => MsFlags::empty(),
             };
         }
+    }
+    if r.readonly {
+        flags |= MsFlags::MS_RDONLY;
     }
     if r.nodev {
         flags |= MsFlags::MS_NODEV;

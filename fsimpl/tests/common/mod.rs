@@ -180,12 +180,25 @@ impl Fixture {
 /// Mounts `opts` on `mnt` with `imp`; panics with the output if it fails.
 pub fn mount_at(imp: Imp, opts: &str, mnt: &Path) -> Mounted {
     let out = match imp {
-        Imp::Kernel => run_timeout(
-            Command::new("mount")
-                .args(["-t", "overlay", "overlay", "-o", opts])
-                .arg(mnt),
-            STEP,
-        ),
+        Imp::Kernel => {
+            // An unmounted overlay keeps its upper "in use" (refused by index=on) while a mount
+            // namespace created meanwhile by any process on the machine still holds a copy:
+            // retry for a while.
+            let mut tries = 0;
+            loop {
+                let out = run_timeout(
+                    Command::new("mount")
+                        .args(["-t", "overlay", "overlay", "-o", opts])
+                        .arg(mnt),
+                    STEP,
+                );
+                tries += 1;
+                if out.success() || tries == 20 || testkit::is_mounted(mnt) {
+                    break out;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
         Imp::RclFs => run_timeout(
             Command::new(testkit::workspace_bin("rcl-fs"))
                 .arg("-o")
@@ -258,7 +271,7 @@ impl Mounted {
         assert!(out.success(), "umount {}: {out:#?}", self.mnt.display());
         if let Some(pid) = self.server {
             assert!(
-                wait_gone(pid, Duration::from_secs(10)),
+                wait_gone(pid, Duration::from_secs(20)),
                 "rcl-fs server {pid} still running after umount"
             );
         }
