@@ -22,8 +22,15 @@ mkdir -p "$OUT"
 S=$BENCH/profile-state
 M=$BENCH/profile-mnt
 
+pid=""
 cleanup() {
     if grep -q " $M " /proc/self/mountinfo; then umount "$M" 2>/dev/null || umount -l "$M"; fi
+    # Let the old server finish exiting before the next mount at the same path.
+    local i=0
+    while [ -n "$pid" ] && [ $i -lt 200 ] && [ -r "/proc/$pid/stat" ] \
+        && [ "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)" != Z ]; do
+        sleep 0.05; i=$((i + 1))
+    done
     rm -rf "$S"
 }
 trap cleanup EXIT
@@ -33,7 +40,6 @@ run_one() {
     cleanup
     mkdir -p "$S/upper" "$S/work" "$M"
     timeout 30 "$BIN" -o "lowerdir=$L/top:$L/bottom,upperdir=$S/upper,workdir=$S/work" "$M"
-    local pid
     pid=$(pgrep -f -n -- "$BIN .*$M\$")
     sync; echo 3 > /proc/sys/vm/drop_caches
     strace -c -f -p "$pid" -o "$OUT/$name.strace" & local st=$!
