@@ -38,7 +38,7 @@ pub use crate::core::UnionFs;
 pub use config::{IdMapping, IdRange, OverlayConfig, Passthrough, WhiteoutFormat, XattrNamespace};
 pub use error::Error;
 
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, SessionACL};
 use std::path::Path;
 
 /// A mounted, not yet served union filesystem. Call [`fuser::Session::run`] to serve it; it
@@ -49,21 +49,43 @@ pub type Session = fuser::Session<UnionFs>;
 /// default_permissions, ro without an upper, allow_other, fsname) and completes the FUSE
 /// handshake: when this returns `Ok`, the mount is live. Spawns no thread: a caller may still
 /// fork afterwards.
+///
+/// rcl-fs calls mount(2) itself (type `fuse.rcl-fs`) and hands the /dev/fuse fd to fuser, so
+/// that serving ends when the mount is unmounted and nothing is unmounted behind the user's
+/// back: fuser's own mount path unmounts the *path* when a session ends, which would take away
+/// a new mount made there in the meantime.
 pub fn mount(fs: UnionFs, mountpoint: &Path) -> std::io::Result<Session> {
-    let mut opts = vec![
-        MountOption::FSName(fs.cfg.fsname.clone()),
-        MountOption::Subtype("rcl-fs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::Suid,
-        MountOption::Dev,
-    ];
-    opts.push(if fs.cfg.is_readonly() {
-        MountOption::RO
-    } else {
-        MountOption::RW
-    });
+    use nix::mount::MsFlags;
+    use std::os::fd::AsRawFd;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("/dev/fuse: {e}")))?;
+    let dev = std::os::fd::OwnedFd::from(dev);
+    let root_mode = nix::sys::stat::stat(mountpoint)?.st_mode;
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+        dev.as_raw_fd(),
+        root_mode,
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if fs.cfg.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::empty();
+    if fs.cfg.is_readonly() {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(fs.cfg.fsname.as_str()),
+        mountpoint,
+        Some("fuse.rcl-fs"),
+        flags,
+        Some(data.as_str()),
+    )?;
     let mut config = Config::default();
-    config.mount_options = opts;
     config.acl = if fs.cfg.allow_other {
         SessionACL::All
     } else {
@@ -71,5 +93,8 @@ pub fn mount(fs: UnionFs, mountpoint: &Path) -> std::io::Result<Session> {
     };
     config.n_threads = Some(fs.cfg.threads.max(1));
     config.clone_fd = true;
-    fuser::Session::new(fs, mountpoint, &config)
+    let acl = config.acl;
+    fuser::Session::from_fd(fs, dev, acl, config).inspect_err(|_| {
+        let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    })
 }

@@ -139,7 +139,7 @@ fn large_tree_within_a_small_fd_limit() {
             "--bounding-set=-sys_resource",
             "--",
             "prlimit",
-            "--nofile=512:512",
+            "--nofile=1024:1024",
             "--",
         ])
         .arg(&exe)
