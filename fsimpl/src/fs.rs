@@ -505,10 +505,7 @@ impl Filesystem for UnionFs {
         if let Some(x) = self.ro() {
             return reply.error(x);
         }
-        let who = Creator {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
+        let who = Creator::of(req);
         let kind = crate::core::kind_of(mode);
         let perm = mode & !umask & 0o7777;
         let r = self.create_obj(parent.0, name, kind, perm, who, |d, n| {
@@ -532,10 +529,7 @@ impl Filesystem for UnionFs {
         if let Some(x) = self.ro() {
             return reply.error(x);
         }
-        let who = Creator {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
+        let who = Creator::of(req);
         let perm = mode & !umask & 0o7777;
         let r = self.create_obj(parent.0, name, FileType::Directory, perm, who, |d, n| {
             sys::mkdirat(d, n, 0o700).map(|()| None)
@@ -577,10 +571,7 @@ impl Filesystem for UnionFs {
         if let Some(x) = self.ro() {
             return reply.error(x);
         }
-        let who = Creator {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
+        let who = Creator::of(req);
         let r = self.create_obj(
             parent.0,
             link_name,
@@ -1027,10 +1018,7 @@ impl Filesystem for UnionFs {
         if let Some(x) = self.ro() {
             return reply.error(x);
         }
-        let who = Creator {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
+        let who = Creator::of(req);
         let perm = mode & !umask & 0o7777;
         let r = self
             .create_obj(parent.0, name, FileType::RegularFile, perm, who, |d, n| {

@@ -33,6 +33,16 @@ pub(crate) struct Creator {
     pub gid: u32,
 }
 
+impl Creator {
+    /// The requester of a FUSE request.
+    pub fn of(req: &fuser::Request) -> Self {
+        Creator {
+            uid: req.uid(),
+            gid: req.gid(),
+        }
+    }
+}
+
 impl UnionFs {
     /// Checks that `parent/name` can be created and finds what occupies it in the upper layer.
     pub(crate) fn slot(&self, parent: u64, name: &OsStr) -> io::Result<Slot> {
