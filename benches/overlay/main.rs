@@ -130,7 +130,9 @@ fn main() {
             .ok()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
     });
-    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    let out_dir = std::env::var_os("RCL_BENCH_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results"));
     let ctx = Ctx {
         layers,
         base: root.join("run"),
