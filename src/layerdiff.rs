@@ -186,9 +186,30 @@ fn classify(name: OsString, meta: fs::Metadata) -> Entry {
 /// A read-only view of the lower layers (first = top), answering "what is at this path".
 struct Lowers<'a> {
     layers: &'a [PathBuf],
+    /// Mountpoints the runtime made in the upper (relative paths): left out of a commit.
+    stubs: &'a [PathBuf],
 }
 
 impl Lowers<'_> {
+    /// True for a mountpoint stub: new in the upper and either an empty file listed in `stubs`
+    /// or a directory at or above a listed path that holds nothing but stubs.
+    fn is_stub(&self, rel: &Path, src: &Path, meta: &fs::Metadata) -> bool {
+        if self.stubs.is_empty() || self.lookup(rel).is_some() {
+            return false;
+        }
+        if meta.is_dir() {
+            self.stubs.iter().any(|s| s.starts_with(rel))
+                && fs::read_dir(src).is_ok_and(|d| {
+                    d.into_iter().all(|e| {
+                        e.ok()
+                            .and_then(|e| Some((e.file_name(), e.metadata().ok()?)))
+                            .is_some_and(|(n, m)| self.is_stub(&rel.join(&n), &src.join(&n), &m))
+                    })
+                })
+        } else {
+            meta.is_file() && meta.len() == 0 && self.stubs.iter().any(|s| s == rel)
+        }
+    }
     /// Where the merged lower view has `rel` (the topmost layer's entry) and its metadata, or
     /// `None` when absent (whiteouts and opaque directories of the lowers honoured).
     fn lookup(&self, rel: &Path) -> Option<(PathBuf, fs::Metadata)> {
@@ -277,11 +298,42 @@ fn wh_name(name: &OsStr) -> OsString {
 /// `Added`; directories are listed only when new; whiteouts (and lower entries hidden by an
 /// opaque directory) are `Deleted`.
 pub fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>, LayerError> {
-    let lowers = Lowers { layers: lowers };
+    let lowers = Lowers {
+        layers: lowers,
+        stubs: &[],
+    };
     let mut out = Vec::new();
     diff_dir(upper, Path::new(""), None, &lowers, &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// `changes` without the mountpoint stubs a runtime created: `Added` entries at a path of
+/// `stubs` (relative to the root), and `Added` directories left with nothing changed below them
+/// that only existed to hold such a stub.
+pub fn without_stubs(changes: Vec<Change>, stubs: &[PathBuf]) -> Vec<Change> {
+    let is_stub = |c: &Change| c.kind == ChangeKind::Added && stubs.contains(&c.path);
+    let holds_stub = |c: &Change| {
+        c.kind == ChangeKind::Added && stubs.iter().any(|s| s.starts_with(&c.path) && *s != c.path)
+    };
+    let below = |c: &Change, all: &[Change]| {
+        all.iter()
+            .any(|o| o.path != c.path && o.path.starts_with(&c.path))
+    };
+    let kept: Vec<Change> = changes
+        .iter()
+        .filter(|c| !(is_stub(c) && !below(c, &changes)))
+        .cloned()
+        .collect();
+    kept.iter()
+        .filter(|c| {
+            !(holds_stub(c)
+                && !kept
+                    .iter()
+                    .any(|o| o.path != c.path && o.path.starts_with(&c.path) && !holds_stub(o)))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Every path of the merged lower tree at `lower` as `Added` under `rel` (a renamed
@@ -460,6 +512,10 @@ fn walk(
             Entry::Real(n, meta) => {
                 let r = rel.join(&n);
                 let src = upper.join(&r);
+                if lowers.is_stub(&r, &src, &meta) {
+                    present.push(n);
+                    continue;
+                }
                 if meta.is_dir() {
                     let opaque = is_opaque(&src);
                     let redirect = redirect_of(&src, &r);
@@ -599,12 +655,27 @@ fn temp_sibling(out: &Path) -> PathBuf {
 /// directories are written whole and opaque. Modes, owners (when permitted), times,
 /// public xattrs, symlinks, hard links, devices and fifos are kept. On error nothing is left.
 pub fn commit_dir(upper: &Path, lowers: &[PathBuf], out: &Path) -> Result<CommitStats, LayerError> {
+    commit_dir_without(upper, lowers, &[], out)
+}
+
+/// [`commit_dir`] leaving out `stubs` (paths relative to the root): mountpoints a runtime
+/// created in the upper, left out when they are new (not in the lowers) and empty.
+pub fn commit_dir_without(
+    upper: &Path,
+    lowers: &[PathBuf],
+    stubs: &[PathBuf],
+    out: &Path,
+) -> Result<CommitStats, LayerError> {
     if out.symlink_metadata().is_ok() {
         return Err(LayerError::Exists(out.to_path_buf()));
     }
     let tmp = temp_sibling(out);
     let _ = fs::remove_dir_all(&tmp);
-    let res = commit_dir_into(upper, &Lowers { layers: lowers }, &tmp).and_then(|s| {
+    let lowers = Lowers {
+        layers: lowers,
+        stubs,
+    };
+    let res = commit_dir_into(upper, &lowers, &tmp).and_then(|s| {
         fs::rename(&tmp, out)
             .map_err(io_err("renaming into", out))
             .map(|_| s)
@@ -704,6 +775,16 @@ fn commit_dir_into(upper: &Path, lowers: &Lowers, out: &Path) -> Result<CommitSt
 /// public xattrs go into PAX `SCHILY.xattr.` records, hard links become link entries. On error
 /// nothing is left.
 pub fn commit_tar(upper: &Path, lowers: &[PathBuf], out: &Path) -> Result<CommitStats, LayerError> {
+    commit_tar_without(upper, lowers, &[], out)
+}
+
+/// [`commit_tar`] leaving out `stubs`, as [`commit_dir_without`] does.
+pub fn commit_tar_without(
+    upper: &Path,
+    lowers: &[PathBuf],
+    stubs: &[PathBuf],
+    out: &Path,
+) -> Result<CommitStats, LayerError> {
     if out.symlink_metadata().is_ok() {
         return Err(LayerError::Exists(out.to_path_buf()));
     }
@@ -711,7 +792,11 @@ pub fn commit_tar(upper: &Path, lowers: &[PathBuf], out: &Path) -> Result<Commit
     let res = (|| {
         let file = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
         let mut b = tar::Builder::new(io::BufWriter::new(file));
-        let stats = commit_tar_into(upper, &Lowers { layers: lowers }, &mut b)?;
+        let lowers = Lowers {
+            layers: lowers,
+            stubs,
+        };
+        let stats = commit_tar_into(upper, &lowers, &mut b)?;
         let w = b.into_inner().map_err(io_err("writing", &tmp))?;
         let f = w
             .into_inner()

@@ -756,12 +756,29 @@ fn upper_of(rec: &Record) -> Result<PathBuf> {
     Ok(upper)
 }
 
+/// The mountpoints the runtime made in the container's upper layer (not the user's changes);
+/// the fixed ones alone when the spec cannot be read any more.
+fn stubs_of(rec: &Record) -> Vec<PathBuf> {
+    let from_spec = load_project(&rec.spec_path).ok().and_then(|p| {
+        find(&p, &rec.name)
+            .ok()
+            .map(|c| crate::runtime::mountpoints(&c.spec))
+    });
+    from_spec.unwrap_or_else(|| {
+        crate::runtime::FIXED_MOUNTPOINTS
+            .iter()
+            .map(PathBuf::from)
+            .collect()
+    })
+}
+
 fn diff(name: &str) -> Result<i32> {
     let store = Store::open_default()?;
     let rec = store.get(name)?;
     let upper = upper_of(&rec)?;
     let changes =
         crate::layerdiff::diff(&upper, &rec.lowers).with_context(|| format!("container {name}"))?;
+    let changes = crate::layerdiff::without_stubs(changes, &stubs_of(&rec));
     for c in changes {
         println!("{} /{}", c.kind.letter(), c.path.display());
     }
@@ -779,10 +796,11 @@ fn commit(name: &str, out: &Path, tar: bool) -> Result<i32> {
             .filter(|cg| cg.freeze().is_ok()),
         _ => None,
     };
+    let stubs = stubs_of(&rec);
     let res = if tar {
-        crate::layerdiff::commit_tar(&upper, &rec.lowers, out)
+        crate::layerdiff::commit_tar_without(&upper, &rec.lowers, &stubs, out)
     } else {
-        crate::layerdiff::commit_dir(&upper, &rec.lowers, out)
+        crate::layerdiff::commit_dir_without(&upper, &rec.lowers, &stubs, out)
     };
     if let Some(cg) = frozen {
         let _ = cg.thaw();

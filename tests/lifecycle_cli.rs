@@ -239,6 +239,15 @@ retries = 2
     let d = env.rcl(&["diff", &web]);
     d.assert_ok();
     assert!(d.stdout.lines().any(|l| l == "A /made"), "{d:?}");
+    // The mountpoints rcl made (/etc/hostname, /etc/hosts, /proc...) are not changes.
+    assert!(
+        !d.stdout
+            .lines()
+            .any(|l| ["/etc/hostname", "/etc/hosts", "/proc", "/dev"]
+                .iter()
+                .any(|s| l.ends_with(s))),
+        "{d:?}"
+    );
     // The host layer keeps programs at their resolved paths (/bin may be a link to usr/bin).
     assert!(
         d.stdout

@@ -467,3 +467,65 @@ fn metacopy_files_and_renamed_dirs_are_committed_whole() {
     assert!(unpacked.join(".wh.olddir").exists());
     assert!(unpacked.join("newdir/.wh..wh..opq").exists());
 }
+
+/// The mountpoints a runtime creates in the upper (empty `/etc/hostname`, volume targets and
+/// the new directories above them) are not the user's changes: diff and commit leave them out,
+/// but keep anything the user put beside them.
+#[test]
+fn mountpoint_stubs_are_left_out_of_diff_and_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+    fs::create_dir_all(lower.join("etc")).unwrap();
+    fs::write(lower.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    fs::write(upper.join("etc/hostname"), "").unwrap();
+    fs::create_dir_all(upper.join("proc")).unwrap();
+    fs::create_dir_all(upper.join("srv/data/cache")).unwrap();
+    fs::create_dir_all(upper.join("opt/vol")).unwrap();
+    fs::write(upper.join("opt/notes"), "mine").unwrap();
+    fs::write(upper.join("made"), "x").unwrap();
+    let stubs: Vec<PathBuf> = ["proc", "etc/hostname", "srv/data/cache", "opt/vol"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let lowers = std::slice::from_ref(&lower);
+
+    let all = layerdiff::diff(&upper, lowers).unwrap();
+    assert!(all.iter().any(|c| c.path == Path::new("etc/hostname")));
+    let shown: Vec<String> = layerdiff::without_stubs(all, &stubs)
+        .iter()
+        .map(|c| format!("{} /{}", c.kind.letter(), c.path.display()))
+        .collect();
+    assert_eq!(shown, ["A /made", "A /opt", "A /opt/notes"]);
+
+    let out = dir.path().join("layer");
+    layerdiff::commit_dir_without(&upper, lowers, &stubs, &out).unwrap();
+    let mut got = Vec::new();
+    walk_all(&out, &mut got);
+    let mut got: Vec<String> = got
+        .iter()
+        .map(|p| p.strip_prefix(&out).unwrap().display().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["etc", "made", "opt", "opt/notes"]);
+
+    let tarball = dir.path().join("layer.tar");
+    layerdiff::commit_tar_without(&upper, lowers, &stubs, &tarball).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(fs::File::open(&tarball).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert!(
+        !names.iter().any(|n| n.contains("hostname")
+            || n.contains("srv")
+            || n.contains("proc")
+            || n.contains("vol")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.trim_end_matches('/') == "opt/notes"),
+        "{names:?}"
+    );
+}

@@ -640,6 +640,34 @@ fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// The mountpoints every container gets (relative to its root); see [`mountpoints`].
+pub const FIXED_MOUNTPOINTS: [&str; 6] = [
+    "proc",
+    "sys",
+    "dev",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+];
+
+/// The mountpoints the runtime creates in a container's root when its layers lack them
+/// (relative to the root): `/proc`, `/sys`, `/dev`, the `/etc` files it binds, and the targets
+/// of the spec's mounts. They land in the upper layer; `rcl diff` and `rcl commit` leave them out.
+pub fn mountpoints(spec: &Spec) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = FIXED_MOUNTPOINTS.iter().map(PathBuf::from).collect();
+    for m in &spec.mounts {
+        let rel: PathBuf = m
+            .target
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if !rel.as_os_str().is_empty() {
+            out.push(rel);
+        }
+    }
+    out
+}
+
 /// Runs the container described by `spec` in the foreground and returns its exit status
 /// (128+N when killed by signal N). Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
 /// SIGUSR2 and SIGWINCH; a Ctrl-C (SIGINT) stops the container with its stop signal, then
