@@ -322,15 +322,15 @@ pub fn without_stubs(changes: Vec<Change>, stubs: &[PathBuf]) -> Vec<Change> {
     };
     let kept: Vec<Change> = changes
         .iter()
-        .filter(|c| !(is_stub(c) && !below(c, &changes)))
+        .filter(|c| !is_stub(c) || below(c, &changes))
         .cloned()
         .collect();
     kept.iter()
         .filter(|c| {
-            !(holds_stub(c)
-                && !kept
+            !holds_stub(c)
+                || kept
                     .iter()
-                    .any(|o| o.path != c.path && o.path.starts_with(&c.path) && !holds_stub(o)))
+                    .any(|o| o.path != c.path && o.path.starts_with(&c.path) && !holds_stub(o))
         })
         .cloned()
         .collect()
