@@ -1856,17 +1856,7 @@ fn mount(cx: &mut Cx, t: &Tbl) -> Option<Mount> {
     let size = t.get("size");
     let kind = match kind {
         "bind" => {
-            if let Some(s) = size {
-                cx.err(s.span(), "`size` only applies to tmpfs mounts");
-            }
-            let Some(sv) = source else {
-                cx.err(
-                    t.span.clone().unwrap_or_default(),
-                    format!("{}: a bind mount needs `source`, the host path", t.what),
-                );
-                return None;
-            };
-            let s = want_str(cx, sv, "`source`", "a host path")?;
+            let (sv, s) = sized_source(cx, t, source, size, "bind", "the host path")?;
             if s.is_empty() {
                 cx.err(sv.span(), "`source` is empty");
                 return None;
@@ -1903,17 +1893,7 @@ fn mount(cx: &mut Cx, t: &Tbl) -> Option<Mount> {
             MountKind::Tmpfs { size }
         }
         _ => {
-            if let Some(s) = size {
-                cx.err(s.span(), "`size` only applies to tmpfs mounts");
-            }
-            let Some(sv) = source else {
-                cx.err(
-                    t.span.clone().unwrap_or_default(),
-                    format!("{}: a volume mount needs `source`, the volume name", t.what),
-                );
-                return None;
-            };
-            let name = want_str(cx, sv, "`source`", "a volume name")?;
+            let (sv, name) = sized_source(cx, t, source, size, "volume", "the volume name")?;
             if let Err(why) = check_name(name) {
                 cx.err(sv.span(), format!("invalid volume name \"{name}\": {why}"));
                 return None;
@@ -1928,6 +1908,31 @@ fn mount(cx: &mut Cx, t: &Tbl) -> Option<Mount> {
         target: target?,
         readonly,
     })
+}
+
+/// The `source` string of a bind or volume mount (`kind`), which `size` does not apply to;
+/// `what` says what the source names ("the host path").
+fn sized_source<'v, 'i>(
+    cx: &mut Cx,
+    t: &Tbl,
+    source: Option<&'v Val<'i>>,
+    size: Option<&'v Val<'i>>,
+    kind: &str,
+    what: &str,
+) -> Option<(&'v Val<'i>, &'v str)> {
+    if let Some(s) = size {
+        cx.err(s.span(), "`size` only applies to tmpfs mounts");
+    }
+    let Some(sv) = source else {
+        cx.err(
+            t.span.clone().unwrap_or_default(),
+            format!("{}: a {kind} mount needs `source`, {what}", t.what),
+        );
+        return None;
+    };
+    let expected = what.trim_start_matches("the ");
+    let expected = format!("a {expected}");
+    Some((sv, want_str(cx, sv, "`source`", &expected)?))
 }
 
 fn lifecycle(cx: &mut Cx, t: &Tbl) -> (Lifecycle, Restart) {
