@@ -440,7 +440,6 @@ fn recv_fd(sock: &OwnedFd) -> std::io::Result<Option<(u8, OwnedFd)>> {
                 }
             }
         }
-        drop(iov);
         if let Some(fd) = got {
             return Ok(Some((tag[0], fd)));
         }
