@@ -7,14 +7,17 @@
 //! pid. Joining a pid namespace applies to children only, so the intermediate forks the
 //! *command* process, which starts a session of its own, sets up its stdio, takes the user
 //! (`-u` or the spec's), workdir, environment, capabilities, no_new_privs, rlimits and seccomp
-//! filter via [`crate::security`], and execs. The intermediate waits for it and exits with its
-//! status.
+//! filter via [`crate::security`], and execs. The intermediate waits for it, passes on the
+//! signals rcl forwards (to the command's process group; it is the command's parent, so the pid
+//! cannot be reused meanwhile) and exits with its status.
 //!
 //! The terminal of `-t` is made by the intermediate *after* joining the mount namespace, from
 //! the container's own `/dev/ptmx` (its private devpts instance): so `tty` inside names a
 //! `/dev/pts/N` that exists there, the slave is owned by a user the container knows, and
 //! nothing of the host's devpts is exposed. The master side travels back to rcl over a
-//! socketpair (SCM_RIGHTS), with a pidfd of the command for signal forwarding.
+//! socketpair (SCM_RIGHTS). `-t` without a terminal on our side still gives the command one
+//! (80x24; Docker does the same, and only refuses `-it` there): output is relayed and, with
+//! `-i`, piped input is typed into it and its end becomes the terminal's EOF character.
 //!
 //! Failures before the command runs travel back over a close-on-exec pipe as `CODE message`
 //! (126: could not be started, 127: not found), so rcl prints one line naming the container.
@@ -488,6 +491,12 @@ fn intermediate(
         Err(e) => cannot_start(e).exit(&err_w),
     };
     drop(pidfd);
+    // The command's end is awaited with sigwait (the forwarded signals are blocked already).
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    if let Err(e) = chld.thread_block() {
+        Fail::new(126, format!("blocking SIGCHLD: {e}")).exit(&err_w)
+    }
     // SAFETY: this process is single-threaded (a fork of the single-threaded rcl).
     match unsafe { nix::unistd::fork() } {
         Err(e) => Fail::new(126, format!("fork: {e}")).exit(&err_w),
@@ -496,20 +505,44 @@ fn intermediate(
             command_process(job, stdio).exit(&err_w)
         }
         Ok(ForkResult::Parent { child }) => {
-            drop(stdio);
-            drop(err_w);
-            if let Ok(fd) = pidfd_open(child.as_raw()) {
-                let _ = send_fd(&sock, b'g', fd.as_fd());
-            }
-            drop(sock);
-            // Detached, the command is left to the container's init, which reaps orphans.
+            drop((stdio, err_w, sock));
+            // Detached, the command is orphaned at once; like any process that joined a pid
+            // namespace from outside, it is then reaped outside (by init or a subreaper).
             let code = if job.opts.detach {
                 0
             } else {
-                waitpid(child, None).map(code_of).unwrap_or(1)
+                wait_forwarding(child)
             };
             // SAFETY: _exit ends the forked child without running the parent's destructors.
             unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// In the intermediate: waits for the command, passing the signals rcl forwards to it on to
+/// its process group (its session, from `setsid`). The command cannot be reaped, so its pid
+/// not reused, before this loop sees it exit: no race.
+fn wait_forwarding(child: nix::unistd::Pid) -> i32 {
+    let mut set = SigSet::empty();
+    for s in crate::runtime::FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    loop {
+        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(st) => return code_of(st),
+            Err(_) => return 1,
+        }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(sig) => {
+                // Before its setsid the command has no group of its own yet.
+                let group = nix::unistd::Pid::from_raw(-child.as_raw());
+                if nix::sys::signal::kill(group, sig).is_err() {
+                    let _ = nix::sys::signal::kill(child, sig);
+                }
+            }
         }
     }
 }
@@ -611,19 +644,15 @@ pub fn exec(
     drop((pidfd, sock_child, err_w, null));
     let child_fd = pidfd_open(child.as_raw()).context("pidfd_open")?;
     let mut master: Option<OwnedFd> = None;
-    let mut command_fd: Option<OwnedFd> = None;
+    // The terminal, when there is one; the end of the socket once the command is forked.
     while let Some((tag, fd)) = recv_fd(&sock).context("talking to the exec process")? {
-        match tag {
-            b'p' => master = Some(fd),
-            _ => {
-                command_fd = Some(fd);
-                break;
-            }
+        if tag == b'p' {
+            master = Some(fd);
         }
     }
     drop(sock);
     if !opts.detach {
-        relay(&sfd, &child_fd, master, command_fd.as_ref(), opts)?;
+        relay(&sfd, &child_fd, master, opts)?;
     }
     let code = waitpid(child, None).map(code_of).context("waitpid")?;
     // Detached, wait for the report: it is complete once the command has executed (its end of
@@ -643,7 +672,6 @@ fn relay(
     sfd: &SignalFd,
     child_fd: &OwnedFd,
     master: Option<OwnedFd>,
-    command_fd: Option<&OwnedFd>,
     opts: &ExecOptions,
 ) -> Result<()> {
     let stdin = std::io::stdin();
@@ -715,8 +743,9 @@ fn relay(
                     if let Some(m) = m {
                         pty::copy_winsize(m);
                     }
-                } else if let Some(c) = command_fd {
-                    pidfd_send_signal(c.as_fd(), sig);
+                } else {
+                    // To the intermediate, which passes it on to the command's group.
+                    pidfd_send_signal(child_fd.as_fd(), sig);
                 }
             }
         }
