@@ -303,6 +303,20 @@ fn tty(who: As) {
     ]);
     assert_eq!(out.code(), Some(3), "{out:?}");
     assert_eq!(lines(&out.stdout), ["is-tty", "24 80"], "{out:?}");
+    // The terminal belongs to the command's user.
+    let out = env.rcl(&[
+        "exec",
+        "-t",
+        "-u",
+        "1000",
+        &env.name,
+        "--",
+        "sh",
+        "-c",
+        "stat -c %u:%g $(tty)",
+    ]);
+    out.assert_ok();
+    assert_eq!(lines(&out.stdout), ["1000:1000"], "{out:?}");
     // Without -t, no terminal.
     let out = env.rcl(&[
         "exec",
@@ -460,9 +474,62 @@ fn errors_rootless() {
     errors(As::User);
 }
 
-#[test]
-fn detach_and_signals() {
-    let who = As::Root;
+/// Starts `rcl exec NAME -- sh -c SCRIPT`, sends rcl SIGTERM once the script printed `ready`,
+/// and returns rcl's exit code and the lines printed (within the deadline: a process that
+/// escaped and holds the pipe cannot hang the test).
+fn sigterm_when_ready(env: &Env, script: &str) -> (Option<i32>, Vec<String>) {
+    use std::io::BufRead;
+    let mut cmd = env.command();
+    cmd.args(["exec", &env.name, "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().expect("spawn rcl");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let mut lines = Vec::new();
+    let mut signalled = false;
+    let status = loop {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
+            if l == "ready" && !signalled {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .unwrap();
+                signalled = true;
+            }
+            lines.push(l);
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            kill_group(child.id());
+            let _ = child.wait();
+            panic!("rcl exec did not end after SIGTERM: {lines:?}");
+        }
+    };
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+        lines.push(l);
+    }
+    assert!(signalled, "never ready: {lines:?}");
+    (status.code(), lines)
+}
+
+fn detach_and_signals(who: As) {
     need!(who);
     let env = Env::new(who, "exdet");
     let _c = up(&env);
@@ -492,19 +559,29 @@ fn detach_and_signals() {
     let out = env.rcl(&["exec", "-d", n, "--", "no-such-cmd"]);
     assert_eq!(out.code(), Some(127), "{out:?}");
     // SIGTERM to rcl reaches the command.
-    let running = env.spawn_until(
-        &[
-            "exec",
-            n,
-            "--",
-            "sh",
-            "-c",
-            "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
-        ],
-        "ready",
+    let (code, lines) = sigterm_when_ready(
+        &env,
+        "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
     );
-    running.signal(nix::sys::signal::Signal::SIGTERM);
-    let (code, lines, err) = running.wait();
-    assert_eq!(code, Some(9), "{lines:?} {err}");
+    assert_eq!(code, Some(9), "{lines:?}");
     assert!(lines.contains(&"got-term".to_string()), "{lines:?}");
+    // It reaches the command's whole process group: a child shell gets it too.
+    let (code, lines) = sigterm_when_ready(
+        &env,
+        "sh -c 'trap \"echo child-got-term; exit 0\" TERM; echo ready; \
+         while true; do sleep 0.1; done'; echo parent-done",
+    );
+    assert_eq!(code, Some(143), "{lines:?}");
+    assert!(lines.contains(&"child-got-term".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"parent-done".to_string()), "{lines:?}");
+}
+
+#[test]
+fn detach_and_signals_root() {
+    detach_and_signals(As::Root);
+}
+
+#[test]
+fn detach_and_signals_rootless() {
+    detach_and_signals(As::User);
 }
