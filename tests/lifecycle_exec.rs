@@ -47,9 +47,13 @@ impl Drop for ContainerGuard<'_> {
     }
 }
 
-/// Starts the test's container (a shell that sleeps) and returns its guard.
+/// Starts the test's container (a shell that sleeps, with a nofile limit of 512/1024) and
+/// returns its guard.
 fn up(env: &Env) -> ContainerGuard<'_> {
-    let spec = env.spec("while true; do sleep 1; done", "");
+    let spec = env.spec(
+        "while true; do sleep 1; done",
+        "rlimits = { nofile = [512, 1024] }\n",
+    );
     let guard = ContainerGuard(env);
     env.rcl(&["up", spec.to_str().unwrap()]).assert_ok();
     guard
@@ -392,6 +396,16 @@ fn user_workdir_env(who: As) {
     );
     let out = env.rcl(&["exec", &env.name, "--", "pwd"]);
     assert_eq!(out.stdout, "/\n", "{out:?}");
+    // The spec's rlimits, as `rcl run` sets them.
+    let out = env.rcl(&[
+        "exec",
+        &env.name,
+        "--",
+        "sh",
+        "-c",
+        "ulimit -Sn; ulimit -Hn",
+    ]);
+    assert_eq!(lines(&out.stdout), ["512", "1024"], "{out:?}");
 }
 
 #[test]
@@ -407,8 +421,8 @@ fn user_workdir_env_rootless() {
 fn errors(who: As) {
     need!(who);
     let env = Env::new(who, "exerr");
-    let spec = env.spec("while true; do sleep 1; done", "");
     let _c = up(&env);
+    let spec = env.path(&format!("{}.toml", env.name));
     let n = &env.name;
     let check = |args: &[&str], code: i32, words: &[&str]| {
         let mut all = vec!["exec"];

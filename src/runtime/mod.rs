@@ -42,6 +42,7 @@ pub use idmap::IdMap;
 pub use init::FORWARDED;
 use mounts::RootfsPlan;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+pub use security_glue::prepare as prepare_security;
 
 /// Options of `rcl run` that are not part of the spec.
 #[derive(Debug, Clone, Default)]

@@ -583,7 +583,7 @@ pub fn exec(
         format!("opening the container's first process (pid {init_pid}); is it running?")
     })?;
     let flags = differing_namespaces(init_pid)?;
-    let sec = crate::security::prepare(&spec.security)?;
+    let sec = crate::runtime::prepare_security(&spec.security, &spec.process.rlimits)?;
     // Rootless without a delegated cgroup the container has none of its own: then there is
     // nothing to join (it shares the caller's).
     let cg = match cgroup.map(crate::cgroup::Cgroup::open) {
