@@ -766,3 +766,38 @@ fn relay(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_arguments() {
+        let ours = |k: &str| (k == "SET").then(|| "from-rcl".to_string());
+        let args: Vec<String> = ["A=1", "B=", "C=x=y", "SET", "UNSET"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let got = parse_env(&args, ours).unwrap();
+        let want: Vec<(String, String)> =
+            [("A", "1"), ("B", ""), ("C", "x=y"), ("SET", "from-rcl")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(got, want);
+        let err = parse_env(&["=v".to_string()], ours).unwrap_err();
+        assert!(format!("{err}").contains("name is empty"), "{err}");
+    }
+
+    #[test]
+    fn user_arguments() {
+        assert_eq!(parse_user("1000").unwrap(), ("1000".into(), None));
+        assert_eq!(
+            parse_user("user:extra").unwrap(),
+            ("user".into(), Some("extra".into()))
+        );
+        for bad in ["", ":g", "u:", "u:g:h"] {
+            assert!(parse_user(bad).is_err(), "{bad:?}");
+        }
+    }
+}
