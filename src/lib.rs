@@ -10,6 +10,7 @@ pub mod layerdiff;
 pub mod lifecycle_cli;
 pub mod logs;
 pub mod paths;
+pub mod pty;
 pub mod runtime;
 pub mod security;
 pub mod spec;

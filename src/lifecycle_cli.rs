@@ -51,10 +51,28 @@ pub enum LifecycleCmd {
     },
     /// Run a command inside a running container.
     Exec {
+        /// Keep stdin attached (without it the command's stdin is /dev/null).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a pseudo-terminal.
+        #[arg(short, long)]
+        tty: bool,
+        /// Run the command in the background (no output; exits 0 once it has started).
+        #[arg(short, long, conflicts_with_all = ["interactive", "tty"])]
+        detach: bool,
+        /// Run as USER[:GROUP], names or numbers from the container's /etc/passwd, /etc/group.
+        #[arg(short, long, value_name = "USER[:GROUP]")]
+        user: Option<String>,
+        /// Working directory inside the container (default: the spec's).
+        #[arg(short, long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+        /// Set a variable: KEY=VALUE, or KEY to pass on rcl's own value (repeatable).
+        #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+        env: Vec<String>,
         /// Container name.
         name: String,
-        /// Command and arguments (after `--`).
-        #[arg(last = true, required = true)]
+        /// Command and arguments (after `--`, or after the name).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Stop containers (stop signal, then SIGKILL after the stop timeout).
@@ -122,7 +140,26 @@ pub fn dispatch(cmd: LifecycleCmd) -> Result<i32> {
             timestamps,
             name,
         } => logs_cmd(&name, follow, since.as_deref(), timestamps),
-        LifecycleCmd::Exec { name, command } => exec(&name, &command),
+        LifecycleCmd::Exec {
+            interactive,
+            tty,
+            detach,
+            user,
+            workdir,
+            env,
+            name,
+            command,
+        } => {
+            let opts = supervisor::exec::ExecOptions {
+                interactive,
+                tty,
+                detach,
+                user,
+                workdir,
+                env: supervisor::exec::parse_env(&env, |k| std::env::var(k).ok())?,
+            };
+            exec(&name, &command, &opts)
+        }
         LifecycleCmd::Stop { names } => {
             let store = Store::open_default()?;
             for n in &names {
@@ -727,16 +764,28 @@ fn stats(names: &[String], json: bool) -> Result<i32> {
 
 // ---- exec / diff / commit ----
 
-fn exec(name: &str, command: &[String]) -> Result<i32> {
+/// `rcl exec`: the command's exit status; when it could not be started, one line naming the
+/// container and why, and 126 (127 when the command was not found).
+fn exec(name: &str, command: &[String], opts: &supervisor::exec::ExecOptions) -> Result<i32> {
     let store = Store::open_default()?;
     let rec = store.get(name)?.observed();
     let (Status::Running, Some(pid)) = (rec.status, rec.init_pid) else {
-        bail!("container {name} is not running");
+        bail!(
+            "container {name} is not running ({})",
+            match (rec.status, rec.exit_code) {
+                (Status::Exited, Some(c)) => format!("exited with status {c}"),
+                (s, _) => s.as_str().to_string(),
+            }
+        );
     };
     let project = load_project(&rec.spec_path)?;
     let c = find(&project, name)?;
-    supervisor::exec::exec(pid, rec.container_id.as_deref(), &c.spec, command)
-        .with_context(|| format!("container {name}"))
+    let out = supervisor::exec::exec(pid, rec.container_id.as_deref(), &c.spec, command, opts)
+        .with_context(|| format!("container {name}"))?;
+    if let Some(e) = &out.error {
+        eprintln!("rcl: error: container {name}: {e}");
+    }
+    Ok(out.code)
 }
 
 fn upper_of(rec: &Record) -> Result<PathBuf> {

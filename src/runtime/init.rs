@@ -339,18 +339,7 @@ impl Command {
 /// Makes a terminal in the container's own /dev/pts, sends its master side to rcl (through
 /// the holder) and returns the slave side, owned by the command's user.
 fn open_terminal(chan: &mut Chan, id: &Ident) -> Result<OwnedFd> {
-    use nix::fcntl::OFlag;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .context("opening /dev/ptmx")?;
-    nix::pty::grantpt(&master).context("grantpt")?;
-    nix::pty::unlockpt(&master).context("unlockpt")?;
-    let name = nix::pty::ptsname_r(&master).context("ptsname")?;
-    let slave = nix::fcntl::open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .with_context(|| format!("opening {name}"))?;
+    let (master, slave, name) = crate::pty::open().context("opening a terminal in /dev/pts")?;
     // As Docker does with a terminal: /dev/console is that terminal.
     if std::fs::File::create("/dev/console").is_ok() {
         let _ = nix::mount::mount(

@@ -35,12 +35,14 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
+use crate::pty::{pump, RawMode};
 use crate::spec::{Layer, MountKind, Namespaces, NsMode, Process, Spec};
 use chan::Chan;
 pub use idmap::IdMap;
 pub use init::FORWARDED;
 use mounts::RootfsPlan;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+pub use security_glue::prepare as prepare_security;
 
 /// Options of `rcl run` that are not part of the spec.
 #[derive(Debug, Clone, Default)]
@@ -582,61 +584,6 @@ impl Drop for Container {
             let _ = self.kill();
             let _ = self.wait();
         }
-    }
-}
-
-/// Puts rcl's terminal in raw mode while the container owns a terminal; restores it on drop.
-struct RawMode {
-    saved: Option<nix::sys::termios::Termios>,
-}
-
-impl RawMode {
-    fn enter() -> RawMode {
-        let stdin = std::io::stdin();
-        let Ok(saved) = nix::sys::termios::tcgetattr(&stdin) else {
-            return RawMode { saved: None };
-        };
-        let mut raw = saved.clone();
-        nix::sys::termios::cfmakeraw(&mut raw);
-        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
-        RawMode { saved: Some(saved) }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
-        }
-    }
-}
-
-/// Copies what is readable on `from` to `to`; false at end of file or on error.
-fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
-    let mut buf = [0u8; 8192];
-    match nix::unistd::read(from, &mut buf) {
-        Ok(0) => false,
-        Ok(n) => {
-            let mut off = 0;
-            while off < n {
-                match nix::unistd::write(to, &buf[off..n]) {
-                    Ok(w) => off += w,
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(nix::errno::Errno::EAGAIN) => {
-                        let mut fds = [PollFd::new(to, PollFlags::POLLOUT)];
-                        let _ = poll(&mut fds, PollTimeout::from(100u8));
-                    }
-                    Err(_) => return false,
-                }
-            }
-            true
-        }
-        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
-        Err(_) => false,
     }
 }
 

@@ -5,6 +5,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::unistd::Pid;
 
+pub use crate::pty::{get_winsize, set_controlling_tty, set_winsize};
+
 /// Forks the calling process. Returns `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
 ///
 /// Only call this while the process is single-threaded (rcl forks before any thread exists),
@@ -40,15 +42,6 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 pub fn dup2_raw(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 only manipulates the descriptor table; the result is checked.
     if unsafe { libc::dup2(from, to) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes the terminal on fd 0 the controlling terminal of the calling session leader.
-pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
-    // SAFETY: TIOCSCTTY takes an integer argument (0 = do not steal); the result is checked.
-    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -103,22 +96,6 @@ pub fn close_raw(fd: RawFd) {
     // SAFETY: the caller guarantees no live object will use or close `fd` afterwards.
     unsafe {
         libc::close(fd);
-    }
-}
-
-/// The window size of the terminal on `fd`, if it is one.
-pub fn get_winsize(fd: RawFd) -> Option<libc::winsize> {
-    // SAFETY: winsize is plain old data; all-zero is valid.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes into `ws`, which outlives the call; the result is checked.
-    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
-}
-
-/// Sets the window size of the terminal on `fd` (the kernel then signals SIGWINCH).
-pub fn set_winsize(fd: RawFd, ws: &libc::winsize) {
-    // SAFETY: TIOCSWINSZ reads `ws`, which outlives the call.
-    unsafe {
-        libc::ioctl(fd, libc::TIOCSWINSZ, ws);
     }
 }
 
