@@ -1,7 +1,8 @@
 //! The [`fuser::Filesystem`] implementation: decodes requests, calls the layer logic, replies.
 
 use crate::copyup::CopyMode;
-use crate::core::{DirHandle, Handle, UnionFs};
+use crate::core::{Handle, UnionFs};
+use crate::dircache::DirHandle;
 use crate::node::Node;
 use crate::ops::Creator;
 use crate::{sys, xattr};
@@ -300,10 +301,26 @@ impl UnionFs {
             .get(&fh.0)
             .cloned()
             .ok_or_else(|| eno(libc::EBADF))?;
-        let node = self.node(ino)?;
+        let node = dh.node.clone();
+        // From offset 0 (opendir, rewinddir) the current listing; later on the one this
+        // handle started with (offsets mean the same in both).
+        let kept = if offset == 0 {
+            None
+        } else {
+            dh.listing.lock().clone()
+        };
+        let listing = match kept {
+            Some(l) => l,
+            None => {
+                let l = self.listing(&node)?;
+                *dh.listing.lock() = Some(l.clone());
+                l
+            }
+        };
         let st = node.st.read().clone();
-        for (i, (name, kind)) in dh.entries.iter().enumerate().skip(offset as usize) {
-            let off = i as u64 + 1;
+        let start = listing.start(offset);
+        for (i, ent) in listing.entries.iter().enumerate().skip(start) {
+            let (off, name, kind) = (ent.off, ent.name.as_os_str(), ent.kind);
             if i < 2 {
                 let eino = if i == 0 { ino } else { st.parent };
                 // The kernel ignores `.` and `..` of readdirplus for lookups; when the parent
@@ -327,7 +344,7 @@ impl UnionFs {
                 if eino == 0 {
                     eino = self.node_for(ino, name, f).ino;
                 }
-                if add(eino, off, *kind, name, None) {
+                if add(eino, off, kind, name, None) {
                     break;
                 }
             }
@@ -430,6 +447,7 @@ impl Filesystem for UnionFs {
                 .unwrap_or(0);
             if prev <= nlookup {
                 self.nodes.remove_if_unused(ino.0);
+                self.dircache.forget(ino.0);
             }
         }
     }
@@ -748,21 +766,23 @@ impl Filesystem for UnionFs {
             if n.kind != FileType::Directory {
                 return Err(eno(libc::ENOTDIR));
             }
-            let st = n.st.read().clone();
-            let mut entries = vec![
-                (".".into(), FileType::Directory),
-                ("..".into(), FileType::Directory),
-            ];
-            entries.extend(self.list_dir(&st)?);
-            Ok(entries)
+            Ok(n)
         });
         match r {
-            Ok(entries) => {
+            Ok(node) => {
                 let fh = self.new_fh();
-                self.dirs
-                    .write()
-                    .insert(fh, Arc::new(DirHandle { entries }));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                let dh = DirHandle {
+                    node,
+                    listing: parking_lot::Mutex::new(None),
+                };
+                self.dirs.write().insert(fh, Arc::new(dh));
+                // The kernel keeps what it read in its own cache and serves later listings of
+                // the unchanged directory without asking; every change through the mount
+                // (create, unlink, rename...) makes it ask again.
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
             }
             Err(err) => reply.error(e(err)),
         }
