@@ -3,7 +3,7 @@
 use crate::copyup::CopyMode;
 use crate::core::{Handle, UnionFs};
 use crate::dircache::DirHandle;
-use crate::node::Node;
+use crate::node::{Node, Obj};
 use crate::ops::Creator;
 use crate::{sys, xattr};
 use fuser::{
@@ -275,6 +275,27 @@ impl UnionFs {
             }
         }
         self.attr(node)
+    }
+
+    /// getxattr with heap buffers (any value size; kernels without getxattrat).
+    fn getxattr_alloc(&self, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = (|| -> io::Result<Vec<u8>> {
+            let c = sys::cstr(name)?;
+            if xattr::hidden(&c, self.cfg.noacl) {
+                return Err(eno(libc::ENODATA));
+            }
+            let n = self.node(ino.0)?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
+        })();
+        match r {
+            Ok(v) => Self::xattr_reply(&v, size, reply),
+            Err(err) => reply.error(e(err)),
+        }
     }
 
     fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
@@ -940,22 +961,37 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = (|| -> io::Result<Vec<u8>> {
-            let c = sys::cstr(name)?;
-            if xattr::hidden(&c, self.cfg.noacl) {
-                return Err(eno(libc::ENODATA));
+        // The common case (`ls -l` asks every file for security.capability) without a heap
+        // allocation: names and the value on the stack, the node's lock held for the call.
+        let mut nbuf = [0u8; 256];
+        let mut fbuf = [0u8; 256];
+        let mut vbuf = [0u8; 1024];
+        let Some(c) = sys::cstr_in(name.as_bytes(), &mut nbuf) else {
+            return self.getxattr_alloc(ino, name, size, reply);
+        };
+        if xattr::hidden(c, self.cfg.noacl) {
+            return reply.error(Errno::ENODATA);
+        }
+        let n = match self.node(ino.0) {
+            Ok(n) => n,
+            Err(err) => return reply.error(e(err)),
+        };
+        let r = {
+            let st = n.st.read();
+            match st.meta() {
+                None => Some(Err(eno(libc::ESTALE))),
+                Some(Obj::Fd(f)) => Some(sys::getxattr_fd_into(f.as_raw_fd(), c, &mut vbuf)),
+                Some(Obj::At(d, fname)) => sys::cstr_in(fname.as_bytes(), &mut fbuf)
+                    .map(|fc| sys::getxattrat_into(d.as_raw_fd(), fc, c, &mut vbuf))
+                    .filter(|r| !matches!(r, Err(x) if x.raw_os_error() == Some(libc::ENOSYS))),
             }
-            let n = self.node(ino.0)?;
-            let meta =
-                n.st.read()
-                    .meta()
-                    .cloned()
-                    .ok_or_else(|| eno(libc::ESTALE))?;
-            meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
-        })();
+        };
         match r {
-            Ok(v) => Self::xattr_reply(&v, size, reply),
-            Err(err) => reply.error(e(err)),
+            Some(Ok(Some(len))) => Self::xattr_reply(&vbuf[..len], size, reply),
+            Some(Ok(None)) => reply.error(Errno::ENODATA),
+            Some(Err(err)) if err.raw_os_error() != Some(libc::ERANGE) => reply.error(e(err)),
+            // A value over 1 KiB, or no getxattrat: the general path.
+            _ => self.getxattr_alloc(ino, name, size, reply),
         }
     }
 

@@ -193,3 +193,41 @@ fn remount_lists_the_same(imp: Imp) {
     assert!(within(move || p.is_dir()));
 }
 both!(remount_lists_the_same);
+
+fn xattr_values_of_every_size(imp: Imp) {
+    // getxattr answers small values from a stack buffer and larger ones from the heap: both,
+    // on lower files, upper files and directories, with size probes.
+    let fx = Fixture::new(&["f lo 1\nd ldir"]).with_upper("f up u");
+    for (i, rel) in ["lo", "ldir"].iter().enumerate() {
+        let v = "v".repeat(1000 + 1500 * i);
+        common::build(&fx.lowers[0], &format!("x {rel} user.big {v}"));
+    }
+    let m = fx.mount(imp, "", "");
+    let p = m.p("up");
+    within(move || {
+        common::set_xattr(&p, "user.big", &[b'w'; 3000]).unwrap();
+        common::set_xattr(&p, "user.small", b"s").unwrap();
+    });
+    for (rel, len) in [("lo", 1000), ("ldir", 2500), ("up", 3000)] {
+        let p = m.p(rel);
+        let (got, probe) = within(move || {
+            let got = common::get_xattr(&p, "user.big").unwrap();
+            let c = CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
+            // SAFETY: valid C strings; a size probe with a NULL buffer.
+            let probe = unsafe {
+                libc::lgetxattr(c.as_ptr(), c"user.big".as_ptr(), std::ptr::null_mut(), 0)
+            };
+            (got.len(), probe)
+        });
+        assert_eq!((got, probe), (len, len as isize), "{rel}");
+    }
+    let p = m.p("up");
+    assert_eq!(
+        within(move || common::get_xattr(&p, "user.small")),
+        Ok(b"s".to_vec())
+    );
+    let p = m.p("lo");
+    let missing = within(move || common::get_xattr(&p, "security.capability"));
+    assert_eq!(missing, Err(libc::ENODATA));
+}
+both!(xattr_values_of_every_size);
