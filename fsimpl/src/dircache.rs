@@ -29,9 +29,11 @@ const OFF_FIRST: u64 = 3;
 /// Offsets stay below 2^62 (the kernel's `loff_t` is signed; leave room for collisions).
 const OFF_MASK: u64 = (1 << 62) - 1;
 
-/// Entries (summed over listings) kept for directories no handle is reading; beyond this the
-/// least recently used listings are dropped. About 64 bytes each: a few MiB at most.
-const MAX_KEPT_ENTRIES: usize = 64 * 1024;
+/// Entries (summed over listings) kept; beyond this the least recently used listings are
+/// dropped (open handles keep theirs). About 64 bytes each: 1 MiB at most. Small on purpose:
+/// the kernel caches listings itself (FOPEN_CACHE_DIR), so a kept listing mostly serves the
+/// readdir calls of one listing pass, and the server's memory after a big walk must stay low.
+const MAX_KEPT_ENTRIES: usize = 16 * 1024;
 
 /// One visible entry of a merged directory.
 #[derive(Debug)]
@@ -274,7 +276,7 @@ mod tests {
     fn eviction_bounds_memory() {
         let c = DirCache::default();
         let mut nodes = Vec::new();
-        for ino in 0..40u64 {
+        for ino in 0..10u64 {
             let n = Arc::new(Node::new(
                 ino + 10,
                 FileType::Directory,
@@ -297,7 +299,7 @@ mod tests {
         c.keep(&nodes[1], &l, e);
         assert!(c.get(&nodes[1]).is_none());
         // Another node with the same number does not see the listing.
-        let n = &nodes[39];
+        let n = &nodes[9];
         let other = Arc::new(Node::new(n.ino, FileType::Directory, Default::default()));
         assert!(c.get(&other).is_none());
     }
