@@ -33,13 +33,6 @@ pub struct Handle {
     pub passthrough: bool,
 }
 
-/// An open directory: its merged listing, snapshotted at opendir.
-#[derive(Debug)]
-pub struct DirHandle {
-    /// (name, type) of every visible entry, `.` and `..` first.
-    pub entries: Vec<(std::ffi::OsString, FileType)>,
-}
-
 /// The result of resolving a name across the layers.
 #[derive(Debug, Default)]
 pub struct Found {
@@ -136,7 +129,9 @@ pub struct UnionFs {
     pub(crate) nodes: NodeTable,
     pub(crate) devs: DevIndex,
     pub(crate) handles: RwLock<HashMap<u64, Arc<Handle>>>,
-    pub(crate) dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    pub(crate) dirs: RwLock<HashMap<u64, Arc<crate::dircache::DirHandle>>>,
+    /// Merged listings per directory (dircache.rs).
+    pub(crate) dircache: crate::dircache::DirCache,
     pub(crate) next_fh: AtomicU64,
     pub(crate) tmp_seq: AtomicU64,
     pub(crate) passthrough: AtomicBool,
@@ -228,6 +223,7 @@ impl UnionFs {
             devs,
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),
+            dircache: Default::default(),
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(0),
             writeback: AtomicBool::new(false),

@@ -1,7 +1,8 @@
 //! Merged directory listings.
 
 use crate::core::{kind_of_dtype, UnionFs};
-use crate::node::NodeState;
+use crate::dircache::Listing;
+use crate::node::{Node, NodeState};
 use crate::{sys, whiteout};
 use fuser::FileType;
 use std::collections::HashSet;
@@ -9,8 +10,40 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 impl UnionFs {
+    /// The merged listing of directory `node`: the kept one, or a new one (then kept).
+    pub(crate) fn listing(&self, node: &Arc<Node>) -> io::Result<Arc<Listing>> {
+        if let Some(l) = self.dircache.get(node) {
+            return Ok(l);
+        }
+        let epoch = self.dircache.epoch();
+        // A copy of the state: reading the layers must not hold the node's lock.
+        let st = node.st.read().clone();
+        let names = self.list_dir(&st)?;
+        let l = Arc::new(Listing::new(names));
+        self.dircache.keep(node, &l, epoch);
+        Ok(l)
+    }
+
+    /// The entries of directory `ino` changed (a name added, removed or replaced, or the
+    /// directory itself removed): its kept listing must not be used again. Called by every
+    /// directory-changing operation, after the change.
+    pub(crate) fn dir_changed(&self, ino: u64) {
+        self.dircache.changed(ino);
+    }
+
+    /// A guard for an operation that may change the entries of directories `a` and `b` (the
+    /// same number twice for one): [`UnionFs::dir_changed`] runs for both when it is dropped,
+    /// at the end of the operation, on its error paths too.
+    pub(crate) fn changing(&self, a: u64, b: u64) -> DirChange<'_> {
+        DirChange {
+            fs: self,
+            dirs: [a, b],
+        }
+    }
+
     /// Every visible entry of the directory described by `st` (without `.` and `..`):
     /// upper first, then lowers; whiteouts (every format) hide names of the layers below.
     pub(crate) fn list_dir(&self, st: &NodeState) -> io::Result<Vec<(OsString, FileType)>> {
@@ -64,6 +97,21 @@ impl UnionFs {
             Self::remove_tree(fd, &e.name)?;
         }
         Ok(())
+    }
+}
+
+/// See [`UnionFs::changing`].
+pub(crate) struct DirChange<'a> {
+    fs: &'a UnionFs,
+    dirs: [u64; 2],
+}
+
+impl Drop for DirChange<'_> {
+    fn drop(&mut self) {
+        self.fs.dir_changed(self.dirs[0]);
+        if self.dirs[1] != self.dirs[0] {
+            self.fs.dir_changed(self.dirs[1]);
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The [`fuser::Filesystem`] implementation: decodes requests, calls the layer logic, replies.
 
 use crate::copyup::CopyMode;
-use crate::core::{DirHandle, Handle, UnionFs};
-use crate::node::Node;
+use crate::core::{Handle, UnionFs};
+use crate::dircache::DirHandle;
+use crate::node::{Node, Obj};
 use crate::ops::Creator;
 use crate::{sys, xattr};
 use fuser::{
@@ -276,6 +277,27 @@ impl UnionFs {
         self.attr(node)
     }
 
+    /// getxattr with heap buffers (any value size; kernels without getxattrat).
+    fn getxattr_alloc(&self, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = (|| -> io::Result<Vec<u8>> {
+            let c = sys::cstr(name)?;
+            if xattr::hidden(&c, self.cfg.noacl) {
+                return Err(eno(libc::ENODATA));
+            }
+            let n = self.node(ino.0)?;
+            let meta =
+                n.st.read()
+                    .meta()
+                    .cloned()
+                    .ok_or_else(|| eno(libc::ESTALE))?;
+            meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
+        })();
+        match r {
+            Ok(v) => Self::xattr_reply(&v, size, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
     fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
         if size == 0 {
             reply.size(value.len() as u32);
@@ -300,10 +322,26 @@ impl UnionFs {
             .get(&fh.0)
             .cloned()
             .ok_or_else(|| eno(libc::EBADF))?;
-        let node = self.node(ino)?;
+        let node = dh.node.clone();
+        // From offset 0 (opendir, rewinddir) the current listing; later on the one this
+        // handle started with (offsets mean the same in both).
+        let kept = if offset == 0 {
+            None
+        } else {
+            dh.listing.lock().clone()
+        };
+        let listing = match kept {
+            Some(l) => l,
+            None => {
+                let l = self.listing(&node)?;
+                *dh.listing.lock() = Some(l.clone());
+                l
+            }
+        };
         let st = node.st.read().clone();
-        for (i, (name, kind)) in dh.entries.iter().enumerate().skip(offset as usize) {
-            let off = i as u64 + 1;
+        let start = listing.start(offset);
+        for (i, ent) in listing.entries.iter().enumerate().skip(start) {
+            let (off, name, kind) = (ent.off, ent.name.as_os_str(), ent.kind);
             if i < 2 {
                 let eino = if i == 0 { ino } else { st.parent };
                 // The kernel ignores `.` and `..` of readdirplus for lookups; when the parent
@@ -327,7 +365,7 @@ impl UnionFs {
                 if eino == 0 {
                     eino = self.node_for(ino, name, f).ino;
                 }
-                if add(eino, off, *kind, name, None) {
+                if add(eino, off, kind, name, None) {
                     break;
                 }
             }
@@ -430,6 +468,7 @@ impl Filesystem for UnionFs {
                 .unwrap_or(0);
             if prev <= nlookup {
                 self.nodes.remove_if_unused(ino.0);
+                self.dircache.forget(ino.0);
             }
         }
     }
@@ -748,21 +787,23 @@ impl Filesystem for UnionFs {
             if n.kind != FileType::Directory {
                 return Err(eno(libc::ENOTDIR));
             }
-            let st = n.st.read().clone();
-            let mut entries = vec![
-                (".".into(), FileType::Directory),
-                ("..".into(), FileType::Directory),
-            ];
-            entries.extend(self.list_dir(&st)?);
-            Ok(entries)
+            Ok(n)
         });
         match r {
-            Ok(entries) => {
+            Ok(node) => {
                 let fh = self.new_fh();
-                self.dirs
-                    .write()
-                    .insert(fh, Arc::new(DirHandle { entries }));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                let dh = DirHandle {
+                    node,
+                    listing: parking_lot::Mutex::new(None),
+                };
+                self.dirs.write().insert(fh, Arc::new(dh));
+                // The kernel keeps what it read in its own cache and serves later listings of
+                // the unchanged directory without asking; every change through the mount
+                // (create, unlink, rename...) makes it ask again.
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
             }
             Err(err) => reply.error(e(err)),
         }
@@ -920,22 +961,37 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = (|| -> io::Result<Vec<u8>> {
-            let c = sys::cstr(name)?;
-            if xattr::hidden(&c, self.cfg.noacl) {
-                return Err(eno(libc::ENODATA));
+        // The common case (`ls -l` asks every file for security.capability) without a heap
+        // allocation: names and the value on the stack, the node's lock held for the call.
+        let mut nbuf = [0u8; 256];
+        let mut fbuf = [0u8; 256];
+        let mut vbuf = [0u8; 1024];
+        let Some(c) = sys::cstr_in(name.as_bytes(), &mut nbuf) else {
+            return self.getxattr_alloc(ino, name, size, reply);
+        };
+        if xattr::hidden(c, self.cfg.noacl) {
+            return reply.error(Errno::ENODATA);
+        }
+        let n = match self.node(ino.0) {
+            Ok(n) => n,
+            Err(err) => return reply.error(e(err)),
+        };
+        let r = {
+            let st = n.st.read();
+            match st.meta() {
+                None => Some(Err(eno(libc::ESTALE))),
+                Some(Obj::Fd(f)) => Some(sys::getxattr_fd_into(f.as_raw_fd(), c, &mut vbuf)),
+                Some(Obj::At(d, fname)) => sys::cstr_in(fname.as_bytes(), &mut fbuf)
+                    .map(|fc| sys::getxattrat_into(d.as_raw_fd(), fc, c, &mut vbuf))
+                    .filter(|r| !matches!(r, Err(x) if x.raw_os_error() == Some(libc::ENOSYS))),
             }
-            let n = self.node(ino.0)?;
-            let meta =
-                n.st.read()
-                    .meta()
-                    .cloned()
-                    .ok_or_else(|| eno(libc::ESTALE))?;
-            meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
-        })();
+        };
         match r {
-            Ok(v) => Self::xattr_reply(&v, size, reply),
-            Err(err) => reply.error(e(err)),
+            Some(Ok(Some(len))) => Self::xattr_reply(&vbuf[..len], size, reply),
+            Some(Ok(None)) => reply.error(Errno::ENODATA),
+            Some(Err(err)) if err.raw_os_error() != Some(libc::ERANGE) => reply.error(e(err)),
+            // A value over 1 KiB, or no getxattrat: the general path.
+            _ => self.getxattr_alloc(ino, name, size, reply),
         }
     }
 

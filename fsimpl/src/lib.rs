@@ -23,6 +23,7 @@ pub mod config;
 mod copyup;
 mod core;
 mod dir;
+mod dircache;
 pub mod error;
 mod fs;
 mod layer;

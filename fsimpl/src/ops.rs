@@ -86,6 +86,7 @@ impl UnionFs {
         who: Creator,
         build: impl FnOnce(RawFd, &OsStr) -> io::Result<Option<OwnedFd>>,
     ) -> io::Result<Arc<Node>> {
+        let _changed = self.changing(parent, parent);
         let slot = self.slot(parent, name)?;
         let pfd = slot.pfd.as_raw_fd();
         let pst = sys::fstat(pfd)?;
@@ -251,6 +252,7 @@ impl UnionFs {
 
     /// unlink(2).
     pub(crate) fn do_unlink(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+        let _changed = self.changing(parent, parent);
         Self::check_name(name)?;
         let pnode = self.node(parent)?;
         let pst = pnode.st.read().clone();
@@ -286,6 +288,7 @@ impl UnionFs {
 
     /// rmdir(2).
     pub(crate) fn do_rmdir(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+        let _changed = self.changing(parent, parent);
         Self::check_name(name)?;
         let pnode = self.node(parent)?;
         let pst = pnode.st.read().clone();
@@ -376,6 +379,7 @@ impl UnionFs {
         newname: &OsStr,
         flags: u32,
     ) -> io::Result<()> {
+        let _changed = self.changing(parent, newparent);
         Self::check_name(name)?;
         Self::check_name(newname)?;
         if flags & libc::RENAME_WHITEOUT != 0
@@ -513,6 +517,7 @@ impl UnionFs {
         newparent: u64,
         newname: &OsStr,
     ) -> io::Result<Arc<Node>> {
+        let _changed = self.changing(newparent, newparent);
         let node = self.node(ino)?;
         if node.kind == FileType::Directory {
             return Err(err(libc::EPERM));

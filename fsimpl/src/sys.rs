@@ -589,3 +589,98 @@ pub fn copy_range(
     // SAFETY: offsets are valid in/out pointers.
     cvt_ssize(unsafe { libc::copy_file_range(src, &mut a, dst, &mut b, len, 0) } as isize)
 }
+
+/// Copies `s` into `buf` with a terminating NUL, without allocating; `None` when it does not
+/// fit or contains a NUL.
+pub fn cstr_in<'a>(s: &[u8], buf: &'a mut [u8]) -> Option<&'a CStr> {
+    if s.len() >= buf.len() || s.contains(&0) {
+        return None;
+    }
+    buf[..s.len()].copy_from_slice(s);
+    buf[s.len()] = 0;
+    CStr::from_bytes_with_nul(&buf[..=s.len()]).ok()
+}
+
+/// Maps the result of a getxattr-family call: the length, `None` for "no such attribute"
+/// (ENODATA, EOPNOTSUPP), or the error (ERANGE when the buffer is too small).
+fn xattr_len(r: isize) -> io::Result<Option<usize>> {
+    if r >= 0 {
+        return Ok(Some(r as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// [`getxattrat`] into the caller's buffer, without allocating: the value's length, `None`
+/// when absent, `Err(ERANGE)` when `buf` is too small, `Err(ENOSYS)` before Linux 6.13.
+pub fn getxattrat_into(
+    dir: RawFd,
+    name: &CStr,
+    attr: &CStr,
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    const SYS_GETXATTRAT: libc::c_long = 464;
+    if NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) || !cfg!(target_arch = "x86_64") {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    let mut args = XattrArgs {
+        value: buf.as_mut_ptr() as u64,
+        size: buf.len().min(u32::MAX as usize) as u32,
+        flags: 0,
+    };
+    // SAFETY: valid C strings; args points at a writable buffer of args.size bytes and its
+    // own size is passed.
+    let r = unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            dir,
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+            attr.as_ptr(),
+            &mut args as *mut XattrArgs,
+            std::mem::size_of::<XattrArgs>(),
+        )
+    };
+    let r = xattr_len(r as isize);
+    if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOSYS)) {
+        NO_XATTRAT.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
+}
+
+/// [`getxattr_fd`] into the caller's buffer, without allocating (the `/proc/self/fd/N` path
+/// is built on the stack): the value's length, `None` when absent, `Err(ERANGE)` when `buf`
+/// is too small.
+pub fn getxattr_fd_into(fd: RawFd, attr: &CStr, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let mut pbuf = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    pbuf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 12];
+    let mut n = fd.max(0) as u32;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    pbuf[prefix.len()..prefix.len() + d.len()].copy_from_slice(d);
+    let end = prefix.len() + d.len();
+    let path = CStr::from_bytes_with_nul(&pbuf[..=end]).expect("one NUL at the end");
+    // SAFETY: valid C strings; buf is writable for buf.len() bytes.
+    let r = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            attr.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    xattr_len(r)
+}
