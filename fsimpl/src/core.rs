@@ -3,7 +3,7 @@
 
 use crate::config::{OverlayConfig, WhiteoutFormat, XattrNamespace};
 use crate::layer::{DevIndex, Layer};
-use crate::node::{Fd, Node, NodeState, NodeTable, Obj};
+use crate::node::{Fd, Name, Node, NodeState, NodeTable, Obj};
 use crate::{sys, whiteout, Error};
 use fuser::{FileAttr, FileType};
 use parking_lot::RwLock;
@@ -56,6 +56,12 @@ pub struct Found {
     pub lower_meta: bool,
     /// Origin recorded on the upper object.
     pub origin: Option<(u64, u64)>,
+    /// The name resolved, shared with the `Obj::At` objects made for it.
+    pub name: Option<Name>,
+    /// `lower_path` came from a redirect (not the parent's path plus the name).
+    pub redirected: bool,
+    /// Whether a lower layer shows the name (`None`: not looked at).
+    pub in_lower: Option<bool>,
 }
 
 impl Found {
@@ -303,8 +309,10 @@ impl UnionFs {
         if whiteout::is_wh_name(name) {
             return Ok(None);
         }
+        let nm: Name = Arc::from(name);
         let mut f = Found {
             lower_path: parent.lower_path.as_ref().map(|p| p.join(name)),
+            name: Some(nm.clone()),
             ..Default::default()
         };
         let mut stop = false;
@@ -331,7 +339,7 @@ impl UnionFs {
                 Some(st) => {
                     // Symlinks and special files cannot carry user.* xattrs: skip the reads
                     // (an O_PATH open each) where they cannot be.
-                    let obj = Obj::At(up.clone(), name.to_os_string());
+                    let obj = Obj::At(up.clone(), nm.clone());
                     let fmt = st.st_mode & libc::S_IFMT;
                     if fmt == libc::S_IFREG || self.ns == "trusted" {
                         f.origin = obj
@@ -362,6 +370,7 @@ impl UnionFs {
         }
         if let Some(path) = redirect {
             f.lower_path = Some(path.clone());
+            f.redirected = true;
             let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
             self.resolve_path_in_lowers(&path, &mut f, 0, want_dir)?;
             if f.metacopy && f.lowers.is_empty() {
@@ -370,10 +379,15 @@ impl UnionFs {
             return Ok(Some(f));
         }
         if !stop {
+            f.in_lower = Some(false);
             for (li, lobj) in &parent.lowers {
                 let Ok(lfd) = lobj.dir() else { continue };
                 let raw = lfd.as_raw_fd();
-                match sys::lstatat_opt(raw, name)? {
+                let found = sys::lstatat_opt(raw, name)?;
+                if f.in_lower == Some(false) {
+                    f.in_lower = Some(found.as_ref().is_some_and(|st| !whiteout::is_whiteout(st)));
+                }
+                match found {
                     Some(st) if whiteout::is_whiteout(&st) => break,
                     Some(st) if is_dir(&st) => {
                         if f.metacopy || f.lower_meta {
@@ -399,6 +413,7 @@ impl UnionFs {
                             // A directory renamed by rcl-fs in a layer that was its upper:
                             // the layers below merge from where it came from.
                             f.lower_path = Some(p.clone());
+                            f.redirected = true;
                             self.resolve_path_in_lowers(&p, &mut f, li + 1, true)?;
                             break;
                         }
@@ -407,7 +422,7 @@ impl UnionFs {
                         let first = f.upper.is_none() && f.lowers.is_empty();
                         let is_reg = st.st_mode & libc::S_IFMT == libc::S_IFREG;
                         let want_data = f.lower_meta && f.lowers.len() == 1;
-                        let obj = Obj::At(lfd.clone(), name.to_os_string());
+                        let obj = Obj::At(lfd.clone(), nm.clone());
                         if first && is_reg && lower_is_metacopy(&obj) {
                             // A metacopy file in a lower layer: its data lies below.
                             f.lowers.push((*li, obj.clone(), st));
@@ -504,7 +519,7 @@ impl UnionFs {
                     Some(c) => Arc::new(c),
                     None => Arc::new(sys::open_dir(layer.raw(), OsStr::new("."))?),
                 };
-                f.lowers.push((li, Obj::At(dirfd, last.to_os_string()), st));
+                f.lowers.push((li, Obj::at(dirfd, last), st));
                 break;
             }
         }
@@ -525,7 +540,7 @@ impl UnionFs {
         let key = (st.st_dev, st.st_ino);
         let name = Self::index_name(key);
         if let Ok(Some(ist)) = sys::lstatat_opt(idx.as_raw_fd(), OsStr::new(&name)) {
-            f.upper = Some((Obj::At(idx.clone(), name.into()), ist));
+            f.upper = Some((Obj::at(idx.clone(), OsStr::new(&name)), ist));
             f.origin = Some(key);
             f.lowers.clear();
         }
@@ -543,20 +558,42 @@ impl UnionFs {
         self.devs.compose(key.0, key.1).unwrap_or(0)
     }
 
-    /// Finds or creates the node for a resolved entry and refreshes its layer state.
+    /// Finds or creates the node for a resolved entry and refreshes its layer state; records
+    /// that `parent/name` shows it.
     pub(crate) fn node_for(&self, parent: u64, name: &OsStr, f: Found) -> Arc<Node> {
+        let n = self.node_for_inner(parent, name, f);
+        self.nodes.set_name(parent, name, n.ino);
+        n
+    }
+
+    fn node_for_inner(&self, parent: u64, name: &OsStr, f: Found) -> Arc<Node> {
         let key = f.origin_key();
         let kind = kind_of(f.stat().st_mode);
-        let mk_state = |f: Found| NodeState {
-            parent,
-            name: name.to_os_string(),
-            upper: f.upper.map(|u| u.0),
-            lowers: f.lowers.into_iter().map(|l| (l.0, l.1)).collect(),
-            lower_path: f.lower_path,
-            metacopy: f.metacopy,
-            lower_metacopy: f.lower_meta,
-            origin: key,
-            removed_links: 0,
+        let mk_state = |f: Found| {
+            let lower_nlink = match (&f.upper, f.lowers.first()) {
+                (None, Some(l)) if kind != FileType::Directory => {
+                    u32::try_from(l.2.st_nlink).unwrap_or(u32::MAX)
+                }
+                _ => 0,
+            };
+            NodeState {
+                parent,
+                name: f.name.unwrap_or_else(|| Arc::from(name)),
+                upper: f.upper.map(|u| u.0),
+                lowers: f.lowers.into_iter().map(|l| (l.0, l.1)).collect(),
+                // A plain file's lower path is its parent's plus its name: not stored.
+                lower_path: if kind == FileType::Directory || f.redirected {
+                    f.lower_path
+                } else {
+                    None
+                },
+                metacopy: f.metacopy,
+                lower_metacopy: f.lower_meta,
+                in_lower: f.in_lower,
+                lower_nlink,
+                origin: key,
+                removed_links: 0,
+            }
         };
         let aliased = self.nodes.alias.read().get(&key).copied();
         let candidate = aliased.or_else(|| self.devs.compose(key.0, key.1));
@@ -580,26 +617,54 @@ impl UnionFs {
                         }
                     }
                     if kind != FileType::Directory {
+                        if st.lower_path.is_none() && !st.lowers.is_empty() && st.parent != 0 {
+                            // Keep where the data lies in the lowers before the name changes.
+                            st.lower_path = self.lower_path_of(&st);
+                        }
                         st.parent = parent;
-                        st.name = name.to_os_string();
+                        st.name = new.name;
+                        st.in_lower = new.in_lower;
+                    } else if st.in_lower.is_none() {
+                        st.in_lower = new.in_lower;
                     }
                     drop(st);
                     return n;
                 }
             } else {
                 let node = Node::new(ino, kind, mk_state(f));
-                let n = self.nodes.insert(node);
-                if n.st.read().origin == key {
-                    return n;
-                }
-                // Lost a race to a different file: fall through with a fresh resolution is
-                // not possible (f moved), so hand out the winner's number only if it matches.
-                return n;
+                // Lost a race to a different file: the winner's number is handed out; callers
+                // compare origins where it matters.
+                return self.nodes.insert(node);
             }
         }
         let ino = self.nodes.alloc();
         self.nodes.alias.write().insert(key, ino);
         self.nodes.insert(Node::new(ino, kind, mk_state(f)))
+    }
+
+    /// Absolute path of the node's object inside the lower layers: stored for directories and
+    /// redirected objects, else its parent's lower path plus its name (`None` when the object
+    /// has no lower or the parent is no longer known).
+    pub(crate) fn lower_path_of(&self, st: &NodeState) -> Option<PathBuf> {
+        if let Some(p) = &st.lower_path {
+            return Some(p.clone());
+        }
+        if st.lowers.is_empty() {
+            return None;
+        }
+        let parent = self.nodes.get(st.parent)?;
+        let pst = parent.st.read();
+        pst.lower_path.as_ref().map(|p| p.join(&*st.name))
+    }
+
+    /// The node `parent/name` shows: from the table when a live node is known under that
+    /// name (no layer is looked at), else resolved across the layers.
+    pub(crate) fn known_or_lookup(&self, parent: u64, name: &OsStr) -> io::Result<Arc<Node>> {
+        Self::check_name(name)?;
+        match self.nodes.by_name(parent, name) {
+            Some(n) => Ok(n),
+            None => self.lookup_node(parent, name),
+        }
     }
 
     /// Resolves and returns the node (lookup count unchanged).

@@ -3,8 +3,10 @@
 use crate::sys;
 use fuser::FileType;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -14,6 +16,13 @@ use std::sync::Arc;
 /// An fd shared between a node and in-flight requests.
 pub type Fd = Arc<OwnedFd>;
 
+/// A name, allocated once per resolution and shared by the node and its layer objects.
+pub type Name = Arc<OsStr>;
+
+/// The lower objects of a node: a file has at most one (two for a lower metacopy), kept
+/// inline without a heap allocation; merged directories may spill to the heap.
+pub type Lowers = SmallVec<[(usize, Obj); 1]>;
+
 /// How a node reaches one of its layer objects. Directories keep an fd open; other files are
 /// reached by name inside their (held) parent directory, so a tree of many files costs no fd
 /// per file. A file whose name goes away while the kernel may still use it is pinned to an fd.
@@ -22,7 +31,7 @@ pub enum Obj {
     /// An fd held open (directories, pinned or anonymous files).
     Fd(Fd),
     /// `name` inside the directory fd.
-    At(Fd, OsString),
+    At(Fd, Name),
 }
 
 /// An fd borrowed from an [`Obj`] or opened for the occasion.
@@ -44,6 +53,11 @@ impl AsRawFd for FdHold {
 }
 
 impl Obj {
+    /// `name` inside the directory `dir`.
+    pub fn at(dir: Fd, name: &OsStr) -> Obj {
+        Obj::At(dir, Arc::from(name))
+    }
+
     /// An `O_PATH` (or directory) fd on the object.
     pub fn fd(&self) -> io::Result<FdHold> {
         match self {
@@ -107,28 +121,54 @@ impl Obj {
 }
 
 /// What a node is made of, in the layers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeState {
     /// nodeid of the parent it was last seen in (dirs: its only parent).
     pub parent: u64,
-    /// Name in that parent.
-    pub name: OsString,
+    /// Name in that parent (shared with the `Obj::At` objects made by the same resolution).
+    pub name: Name,
     /// The upper object. For hard-linked files it may be reached through the index rather
     /// than at `parent/name`.
     pub upper: Option<Obj>,
     /// Directories: the merged lower directories (layer index, dir), top first. Non-dirs: the
-    /// lower file holding the data (at most one).
-    pub lowers: Vec<(usize, Obj)>,
-    /// Absolute path of this object inside the lower layers (for redirects), if it has any.
+    /// lower file holding the data (at most one; two for a lower metacopy).
+    pub lowers: Lowers,
+    /// Absolute path of this object inside the lower layers. Kept for directories and for
+    /// objects found through a redirect; a plain lower file's path is its parent's path plus
+    /// its name ([`crate::UnionFs::lower_path_of`]).
     pub lower_path: Option<PathBuf>,
     /// Upper file holds metadata only; data still comes from `lowers[0]`.
     pub metacopy: bool,
     /// No upper, and `lowers[0]` is a metacopy file whose data is `lowers[1]`.
     pub lower_metacopy: bool,
+    /// Whether a lower layer shows `name` in `parent` (so removing or renaming the name away
+    /// needs a whiteout); `None` when the resolution did not look (an upper file hides them).
+    pub in_lower: Option<bool>,
+    /// Link count of the lower file when it was resolved without an upper (lowers never
+    /// change while mounted); 0 when unknown.
+    pub lower_nlink: u32,
     /// Origin (dev, ino) of the object (the lower one it was copied from, or its own).
     pub origin: (u64, u64),
     /// Names of a lower-only file removed through the mount (for nlink).
     pub removed_links: u32,
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        NodeState {
+            parent: 0,
+            name: Arc::from(OsStr::new("")),
+            upper: None,
+            lowers: Lowers::new(),
+            lower_path: None,
+            metacopy: false,
+            lower_metacopy: false,
+            in_lower: None,
+            lower_nlink: 0,
+            origin: (0, 0),
+            removed_links: 0,
+        }
+    }
 }
 
 impl NodeState {
@@ -216,6 +256,9 @@ const SHARDS: usize = 64;
 #[derive(Debug)]
 pub struct NodeTable {
     shards: Vec<RwLock<HashMap<u64, Arc<Node>>>>,
+    /// hash of (parent nodeid, name) -> nodeid of the node last seen under that name. A hint:
+    /// [`NodeTable::by_name`] checks it against the node's own parent and name.
+    names: Vec<RwLock<HashMap<u64, u64>>>,
     /// (dev, ino) origins that got an allocated number instead of the composed one.
     pub alias: RwLock<HashMap<(u64, u64), u64>>,
     next_alloc: AtomicU64,
@@ -225,6 +268,7 @@ impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            names: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             alias: RwLock::new(HashMap::new()),
             next_alloc: AtomicU64::new(1),
         }
@@ -270,13 +314,59 @@ impl NodeTable {
             if n.lookups.load(Ordering::Acquire) == 0 {
                 let n = w.remove(&ino).expect("present");
                 drop(w);
-                let origin = n.st.read().origin;
+                let (origin, parent, name) = {
+                    let st = n.st.read();
+                    (st.origin, st.parent, st.name.clone())
+                };
+                self.unset_name(parent, &name, ino);
                 let mut a = self.alias.write();
                 if a.get(&origin) == Some(&ino) {
                     a.remove(&origin);
                 }
             }
         }
+    }
+
+    fn name_key(parent: u64, name: &OsStr) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        parent.hash(&mut h);
+        name.hash(&mut h);
+        h.finish()
+    }
+
+    fn names_shard(&self, key: u64) -> &RwLock<HashMap<u64, u64>> {
+        &self.names[(key >> 58) as usize % SHARDS]
+    }
+
+    /// Records that `parent/name` shows node `ino`.
+    pub fn set_name(&self, parent: u64, name: &OsStr, ino: u64) {
+        let key = Self::name_key(parent, name);
+        self.names_shard(key).write().insert(key, ino);
+    }
+
+    /// Forgets that `parent/name` shows node `ino` (the name went away or moved).
+    pub fn unset_name(&self, parent: u64, name: &OsStr, ino: u64) {
+        let key = Self::name_key(parent, name);
+        let mut w = self.names_shard(key).write();
+        if w.get(&key) == Some(&ino) {
+            w.remove(&key);
+        }
+    }
+
+    /// The live node the name `parent/name` currently shows, if the table knows it. Every
+    /// change of a name goes through the mount and updates the node (lowers never change,
+    /// the upper only through the mount), so no layer needs to be looked at.
+    pub fn by_name(&self, parent: u64, name: &OsStr) -> Option<Arc<Node>> {
+        let key = Self::name_key(parent, name);
+        let ino = *self.names_shard(key).read().get(&key)?;
+        let n = self.get(ino)?;
+        if n.unlinked.load(Ordering::Acquire) {
+            return None;
+        }
+        let st = n.st.read();
+        let ok = st.parent == parent && &*st.name == name;
+        drop(st);
+        ok.then_some(n)
     }
 
     /// A fresh number outside every composed range.
