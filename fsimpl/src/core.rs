@@ -561,12 +561,18 @@ impl UnionFs {
     /// Finds or creates the node for a resolved entry and refreshes its layer state; records
     /// that `parent/name` shows it.
     pub(crate) fn node_for(&self, parent: u64, name: &OsStr, f: Found) -> Arc<Node> {
-        let n = self.node_for_inner(parent, name, f);
-        self.nodes.set_name(parent, name, n.ino);
-        n
+        self.node_for_fresh(parent, name, f).0
     }
 
-    fn node_for_inner(&self, parent: u64, name: &OsStr, f: Found) -> Arc<Node> {
+    /// [`UnionFs::node_for`], and whether the node was made from `f` just now (its state is
+    /// exactly what `f` found).
+    fn node_for_fresh(&self, parent: u64, name: &OsStr, f: Found) -> (Arc<Node>, bool) {
+        let (n, fresh) = self.node_for_inner(parent, name, f);
+        self.nodes.set_name(parent, name, n.ino);
+        (n, fresh)
+    }
+
+    fn node_for_inner(&self, parent: u64, name: &OsStr, f: Found) -> (Arc<Node>, bool) {
         let key = f.origin_key();
         let kind = kind_of(f.stat().st_mode);
         let mk_state = |f: Found| {
@@ -628,18 +634,44 @@ impl UnionFs {
                         st.in_lower = new.in_lower;
                     }
                     drop(st);
-                    return n;
+                    return (n, false);
                 }
             } else {
                 let node = Node::new(ino, kind, mk_state(f));
                 // Lost a race to a different file: the winner's number is handed out; callers
                 // compare origins where it matters.
-                return self.nodes.insert(node);
+                return self.insert_fresh(node);
             }
         }
         let ino = self.nodes.alloc();
         self.nodes.alias.write().insert(key, ino);
-        self.nodes.insert(Node::new(ino, kind, mk_state(f)))
+        self.insert_fresh(Node::new(ino, kind, mk_state(f)))
+    }
+
+    fn insert_fresh(&self, node: Node) -> (Arc<Node>, bool) {
+        self.nodes.insert_new(node)
+    }
+
+    /// Resolves `parent/name` and returns its node with its attributes, taking them from the
+    /// resolution's own stat when the node is new (lookup count unchanged).
+    pub(crate) fn lookup_entry(
+        &self,
+        parent: u64,
+        name: &OsStr,
+    ) -> io::Result<(Arc<Node>, FileAttr)> {
+        Self::check_name(name)?;
+        let p = self.node(parent)?;
+        if p.kind != FileType::Directory {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let st = p.st.read().clone();
+        let f = self
+            .resolve(&st, name)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let known = (!f.metacopy && !f.lower_meta).then(|| *f.stat());
+        let (n, fresh) = self.node_for_fresh(parent, name, f);
+        let a = self.attr_with(&n, known.as_ref().filter(|_| fresh))?;
+        Ok((n, a))
     }
 
     /// Absolute path of the node's object inside the lower layers: stored for directories and
@@ -683,11 +715,20 @@ impl UnionFs {
 
     /// Attributes of a node, from a fresh stat of its layers.
     pub(crate) fn attr(&self, node: &Node) -> io::Result<FileAttr> {
+        self.attr_with(node, None)
+    }
+
+    /// Attributes of a node; `known` is a stat of its metadata object taken just now (the
+    /// resolution that made the node), which saves stating it again.
+    fn attr_with(&self, node: &Node, known: Option<&libc::stat>) -> io::Result<FileAttr> {
         let st = node.st.read();
         let meta = st
             .meta()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-        let s = meta.stat()?;
+        let s = match known {
+            Some(k) => *k,
+            None => meta.stat()?,
+        };
         let mut blocks = s.st_blocks as u64;
         if st.metacopy || (st.lower_metacopy && st.upper.is_none()) {
             if let Some(d) = st.data() {

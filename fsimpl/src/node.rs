@@ -292,6 +292,20 @@ impl NodeTable {
         w.entry(node.ino).or_insert_with(|| Arc::new(node)).clone()
     }
 
+    /// [`NodeTable::insert`], and whether `node` went in (false: another was there).
+    pub fn insert_new(&self, node: Node) -> (Arc<Node>, bool) {
+        let mut w = self.shard(node.ino).write();
+        let mut new = false;
+        let n = w
+            .entry(node.ino)
+            .or_insert_with(|| {
+                new = true;
+                Arc::new(node)
+            })
+            .clone();
+        (n, new)
+    }
+
     /// Counts one more kernel reference to `node` and makes sure the table holds it (a racing
     /// forget may have dropped it between its lookup and this reply).
     pub fn add_lookup(&self, node: &Arc<Node>) {
