@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Lookups of missing names in one directory before its layer directories are scanned for
+/// `.wh.` files (a directory looked into only a few times is not read whole).
+const WH_SCAN_AFTER: u32 = 4;
+
 /// Private work subdirectory name inside the work dir.
 pub const WORK_SUBDIR: &str = "rcl-fs";
 /// Hard-link index subdirectory inside the private work dir.
@@ -306,6 +310,46 @@ impl UnionFs {
     /// Resolves `name` inside the directory described by `parent` across all layers.
     /// `Ok(None)` when it does not exist or is whited out.
     pub(crate) fn resolve(&self, parent: &NodeState, name: &OsStr) -> io::Result<Option<Found>> {
+        self.resolve_in(None, parent, name)
+    }
+
+    /// True when layer directory `fd` (slot `slot` of directory node `pnode`: 0 its upper,
+    /// 1 + k its `lowers[k]`) holds a `.wh.NAME` file. After a few misses in one directory its
+    /// layer directories are scanned once: one without any `.wh.` name needs no more stats.
+    /// Lowers never change; the upper gains `.wh.` files only in the `.wh.` whiteout format,
+    /// whose upper is never cached.
+    fn wh_file_in(&self, pnode: Option<&Node>, slot: usize, fd: RawFd, name: &OsStr) -> bool {
+        if let Some(p) = pnode {
+            if slot < 32 && !(slot == 0 && self.wh_files()) {
+                let bit = 1u64 << slot;
+                let scan = p.wh_scan.load(Ordering::Acquire);
+                if scan & bit != 0 {
+                    if scan & (bit << 32) != 0 {
+                        return false;
+                    }
+                } else if p.wh_misses.fetch_add(1, Ordering::Relaxed) >= WH_SCAN_AFTER {
+                    if let Ok(ents) = sys::read_dir(fd) {
+                        let free = !ents.iter().any(|e| whiteout::is_wh_name(&e.name));
+                        let free_bit = if free { bit << 32 } else { 0 };
+                        p.wh_scan.fetch_or(bit | free_bit, Ordering::AcqRel);
+                        if free {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        whiteout::has_wh_file(fd, name)
+    }
+
+    /// [`UnionFs::resolve`] inside directory node `pnode` (whose state `parent` is), which
+    /// lets it remember which of its layer directories hold no `.wh.` files.
+    pub(crate) fn resolve_in(
+        &self,
+        pnode: Option<&Node>,
+        parent: &NodeState,
+        name: &OsStr,
+    ) -> io::Result<Option<Found>> {
         if whiteout::is_wh_name(name) {
             return Ok(None);
         }
@@ -362,7 +406,7 @@ impl UnionFs {
                     f.upper = Some((obj, st));
                 }
                 None => {
-                    if whiteout::has_wh_file(ufd, name) {
+                    if self.wh_file_in(pnode, 0, ufd, name) {
                         return Ok(None);
                     }
                 }
@@ -380,7 +424,7 @@ impl UnionFs {
         }
         if !stop {
             f.in_lower = Some(false);
-            for (li, lobj) in &parent.lowers {
+            for (slot, (li, lobj)) in parent.lowers.iter().enumerate() {
                 let Ok(lfd) = lobj.dir() else { continue };
                 let raw = lfd.as_raw_fd();
                 let found = sys::lstatat_opt(raw, name)?;
@@ -439,7 +483,7 @@ impl UnionFs {
                         break;
                     }
                     None => {
-                        if whiteout::has_wh_file(raw, name) {
+                        if self.wh_file_in(pnode, slot + 1, raw, name) {
                             break;
                         }
                     }
@@ -666,7 +710,7 @@ impl UnionFs {
         }
         let st = p.st.read().clone();
         let f = self
-            .resolve(&st, name)?
+            .resolve_in(Some(&p), &st, name)?
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         let known = (!f.metacopy && !f.lower_meta).then(|| *f.stat());
         let (n, fresh) = self.node_for_fresh(parent, name, f);
@@ -708,7 +752,7 @@ impl UnionFs {
         }
         let st = p.st.read().clone();
         let f = self
-            .resolve(&st, name)?
+            .resolve_in(Some(&p), &st, name)?
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         Ok(self.node_for(parent, name, f))
     }

@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An fd shared between a node and in-flight requests.
@@ -232,6 +232,11 @@ pub struct Node {
     pub backing: Mutex<Backing>,
     /// Open file handles on this node.
     pub opens: std::sync::atomic::AtomicUsize,
+    /// Directories: which of its layer directories were scanned for `.wh.` names (bit i, low
+    /// half) and found free of them (bit i, high half); i = 0 the upper, 1 + k `lowers[k]`.
+    pub wh_scan: AtomicU64,
+    /// Directories: lookups of missing names in it that had to ask for a `.wh.` file.
+    pub wh_misses: AtomicU32,
 }
 
 impl Node {
@@ -246,6 +251,8 @@ impl Node {
             unlinked: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
             opens: std::sync::atomic::AtomicUsize::new(0),
+            wh_scan: AtomicU64::new(0),
+            wh_misses: AtomicU32::new(0),
         }
     }
 }
