@@ -269,6 +269,20 @@ pub struct NodeTable {
     /// (dev, ino) origins that got an allocated number instead of the composed one.
     pub alias: RwLock<HashMap<(u64, u64), u64>>,
     next_alloc: AtomicU64,
+    /// Nodes removed since the table started (every TRIM_EVERY, free heap goes back).
+    removed: AtomicU64,
+}
+
+/// Removed nodes after which freed heap memory is handed back to the system.
+const TRIM_EVERY: u64 = 16 * 1024;
+
+/// Gives free heap memory back to the system (after the kernel forgot many nodes).
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks and releases the allocator's own free memory; it takes
+    // no pointers and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Default for NodeTable {
@@ -278,6 +292,7 @@ impl Default for NodeTable {
             names: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             alias: RwLock::new(HashMap::new()),
             next_alloc: AtomicU64::new(1),
+            removed: AtomicU64::new(0),
         }
     }
 }
@@ -340,9 +355,15 @@ impl NodeTable {
                     (st.origin, st.parent, st.name.clone())
                 };
                 self.unset_name(parent, &name, ino);
-                let mut a = self.alias.write();
-                if a.get(&origin) == Some(&ino) {
-                    a.remove(&origin);
+                {
+                    let mut a = self.alias.write();
+                    if a.get(&origin) == Some(&ino) {
+                        a.remove(&origin);
+                    }
+                }
+                drop(n);
+                if self.removed.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY == TRIM_EVERY - 1 {
+                    trim_heap();
                 }
             }
         }
