@@ -709,13 +709,27 @@ impl UnionFs {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         let st = p.st.read().clone();
-        let f = self
-            .resolve_in(Some(&p), &st, name)?
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        self.resolve_entry(&p, &st, name)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    /// Resolves `name` in directory node `pnode` (whose state is `st`) and returns its node
+    /// and attributes (`None` when it does not exist): the cheapest way from a name to an
+    /// entry reply (a new node's attributes come from the resolution's stat; the directory
+    /// remembers which of its layers hold no `.wh.` files). Lookup count unchanged.
+    pub(crate) fn resolve_entry(
+        &self,
+        pnode: &Node,
+        st: &NodeState,
+        name: &OsStr,
+    ) -> io::Result<Option<(Arc<Node>, FileAttr)>> {
+        let Some(f) = self.resolve_in(Some(pnode), st, name)? else {
+            return Ok(None);
+        };
         let known = (!f.metacopy && !f.lower_meta).then(|| *f.stat());
-        let (n, fresh) = self.node_for_fresh(parent, name, f);
+        let (n, fresh) = self.node_for_fresh(pnode.ino, name, f);
         let a = self.attr_with(&n, known.as_ref().filter(|_| fresh))?;
-        Ok((n, a))
+        Ok(Some((n, a)))
     }
 
     /// Absolute path of the node's object inside the lower layers: stored for directories and
@@ -897,15 +911,27 @@ impl UnionFs {
     pub(crate) fn remove_tree(dir: RawFd, name: &OsStr) -> io::Result<()> {
         match sys::lstatat_opt(dir, name)? {
             None => Ok(()),
-            Some(st) if is_dir(&st) => {
-                let fd = sys::open_dir(dir, name)?;
-                for e in sys::read_dir(fd.as_raw_fd())? {
-                    Self::remove_tree(fd.as_raw_fd(), &e.name)?;
-                }
-                sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
-            }
+            Some(st) if is_dir(&st) => Self::remove_dir_tree(dir, name),
             Some(_) => sys::unlinkat(dir, name, 0),
         }
+    }
+
+    /// Removes directory `dir/name` and everything in it; entries whose `d_type` says they
+    /// are not directories are unlinked without a stat.
+    fn remove_dir_tree(dir: RawFd, name: &OsStr) -> io::Result<()> {
+        let fd = sys::open_dir(dir, name)?;
+        let raw = fd.as_raw_fd();
+        for e in sys::read_dir(raw)? {
+            match e.dtype {
+                libc::DT_DIR => Self::remove_dir_tree(raw, &e.name)?,
+                libc::DT_UNKNOWN => Self::remove_tree(raw, &e.name)?,
+                _ => match sys::unlinkat(raw, &e.name, 0) {
+                    Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                    r => r?,
+                },
+            }
+        }
+        sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
     }
 }
 
