@@ -118,7 +118,7 @@ impl UnionFs {
                     sys::renameat2(w, &tmp, p.as_raw_fd(), name, 0)?;
                 }
                 let mut s = node.st.write();
-                s.upper = Some(Obj::At(idxfd, iname.into()));
+                s.upper = Some(Obj::at(idxfd, OsStr::new(&iname)));
                 s.metacopy = false;
                 s.lowers.clear();
                 return Ok(());
@@ -172,7 +172,7 @@ impl UnionFs {
             let _ = sys::setxattr_fd(raw, &self.rcl_xattr("origin"), origin.as_bytes(), 0);
             if mode == CopyMode::Meta {
                 sys::setxattr_fd(raw, &self.ovl_xattr("metacopy"), b"", 0)?;
-                if let Some(lp) = &st.lower_path {
+                if let Some(lp) = &self.lower_path_of(&st) {
                     let lp = lp.as_os_str().as_bytes();
                     sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp, 0)?;
                     // Kernel overlayfs (metacopy=on) finds the data through an absolute
@@ -219,7 +219,7 @@ impl UnionFs {
                 if kind == FileType::Directory {
                     Obj::Fd(Arc::new(pathfd))
                 } else {
-                    Obj::At(p.clone(), name.to_os_string())
+                    Obj::at(p.clone(), name)
                 }
             }
             None => {

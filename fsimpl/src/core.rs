@@ -3,7 +3,7 @@
 
 use crate::config::{OverlayConfig, WhiteoutFormat, XattrNamespace};
 use crate::layer::{DevIndex, Layer};
-use crate::node::{Fd, Node, NodeState, NodeTable, Obj};
+use crate::node::{Fd, Name, Node, NodeState, NodeTable, Obj};
 use crate::{sys, whiteout, Error};
 use fuser::{FileAttr, FileType};
 use parking_lot::RwLock;
@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Lookups of missing names in one directory before its layer directories are scanned for
+/// `.wh.` files (a directory looked into only a few times is not read whole).
+const WH_SCAN_AFTER: u32 = 4;
 
 /// Private work subdirectory name inside the work dir.
 pub const WORK_SUBDIR: &str = "rcl-fs";
@@ -49,6 +53,12 @@ pub struct Found {
     pub lower_meta: bool,
     /// Origin recorded on the upper object.
     pub origin: Option<(u64, u64)>,
+    /// The name resolved, shared with the `Obj::At` objects made for it.
+    pub name: Option<Name>,
+    /// `lower_path` came from a redirect (not the parent's path plus the name).
+    pub redirected: bool,
+    /// Whether a lower layer shows the name (`None`: not looked at).
+    pub in_lower: Option<bool>,
 }
 
 impl Found {
@@ -296,11 +306,53 @@ impl UnionFs {
     /// Resolves `name` inside the directory described by `parent` across all layers.
     /// `Ok(None)` when it does not exist or is whited out.
     pub(crate) fn resolve(&self, parent: &NodeState, name: &OsStr) -> io::Result<Option<Found>> {
+        self.resolve_in(None, parent, name)
+    }
+
+    /// True when layer directory `fd` (slot `slot` of directory node `pnode`: 0 its upper,
+    /// 1 + k its `lowers[k]`) holds a `.wh.NAME` file. After a few misses in one directory its
+    /// layer directories are scanned once: one without any `.wh.` name needs no more stats.
+    /// Lowers never change; the upper gains `.wh.` files only in the `.wh.` whiteout format,
+    /// whose upper is never cached.
+    fn wh_file_in(&self, pnode: Option<&Node>, slot: usize, fd: RawFd, name: &OsStr) -> bool {
+        if let Some(p) = pnode {
+            if slot < 32 && !(slot == 0 && self.wh_files()) {
+                let bit = 1u64 << slot;
+                let scan = p.wh_scan.load(Ordering::Acquire);
+                if scan & bit != 0 {
+                    if scan & (bit << 32) != 0 {
+                        return false;
+                    }
+                } else if p.wh_misses.fetch_add(1, Ordering::Relaxed) >= WH_SCAN_AFTER {
+                    if let Ok(ents) = sys::read_dir(fd) {
+                        let free = !ents.iter().any(|e| whiteout::is_wh_name(&e.name));
+                        let free_bit = if free { bit << 32 } else { 0 };
+                        p.wh_scan.fetch_or(bit | free_bit, Ordering::AcqRel);
+                        if free {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        whiteout::has_wh_file(fd, name)
+    }
+
+    /// [`UnionFs::resolve`] inside directory node `pnode` (whose state `parent` is), which
+    /// lets it remember which of its layer directories hold no `.wh.` files.
+    pub(crate) fn resolve_in(
+        &self,
+        pnode: Option<&Node>,
+        parent: &NodeState,
+        name: &OsStr,
+    ) -> io::Result<Option<Found>> {
         if whiteout::is_wh_name(name) {
             return Ok(None);
         }
+        let nm: Name = Arc::from(name);
         let mut f = Found {
             lower_path: parent.lower_path.as_ref().map(|p| p.join(name)),
+            name: Some(nm.clone()),
             ..Default::default()
         };
         let mut stop = false;
@@ -327,7 +379,7 @@ impl UnionFs {
                 Some(st) => {
                     // Symlinks and special files cannot carry user.* xattrs: skip the reads
                     // (an O_PATH open each) where they cannot be.
-                    let obj = Obj::At(up.clone(), name.to_os_string());
+                    let obj = Obj::At(up.clone(), nm.clone());
                     let fmt = st.st_mode & libc::S_IFMT;
                     if fmt == libc::S_IFREG || self.ns == "trusted" {
                         f.origin = obj
@@ -350,7 +402,7 @@ impl UnionFs {
                     f.upper = Some((obj, st));
                 }
                 None => {
-                    if whiteout::has_wh_file(ufd, name) {
+                    if self.wh_file_in(pnode, 0, ufd, name) {
                         return Ok(None);
                     }
                 }
@@ -358,6 +410,7 @@ impl UnionFs {
         }
         if let Some(path) = redirect {
             f.lower_path = Some(path.clone());
+            f.redirected = true;
             let want_dir = f.upper.as_ref().is_some_and(|u| is_dir(&u.1));
             self.resolve_path_in_lowers(&path, &mut f, 0, want_dir)?;
             if f.metacopy && f.lowers.is_empty() {
@@ -366,10 +419,15 @@ impl UnionFs {
             return Ok(Some(f));
         }
         if !stop {
-            for (li, lobj) in &parent.lowers {
+            f.in_lower = Some(false);
+            for (slot, (li, lobj)) in parent.lowers.iter().enumerate() {
                 let Ok(lfd) = lobj.dir() else { continue };
                 let raw = lfd.as_raw_fd();
-                match sys::lstatat_opt(raw, name)? {
+                let found = sys::lstatat_opt(raw, name)?;
+                if f.in_lower == Some(false) {
+                    f.in_lower = Some(found.as_ref().is_some_and(|st| !whiteout::is_whiteout(st)));
+                }
+                match found {
                     Some(st) if whiteout::is_whiteout(&st) => break,
                     Some(st) if is_dir(&st) => {
                         if f.metacopy || f.lower_meta {
@@ -395,6 +453,7 @@ impl UnionFs {
                             // A directory renamed by rcl-fs in a layer that was its upper:
                             // the layers below merge from where it came from.
                             f.lower_path = Some(p.clone());
+                            f.redirected = true;
                             self.resolve_path_in_lowers(&p, &mut f, li + 1, true)?;
                             break;
                         }
@@ -403,7 +462,7 @@ impl UnionFs {
                         let first = f.upper.is_none() && f.lowers.is_empty();
                         let is_reg = st.st_mode & libc::S_IFMT == libc::S_IFREG;
                         let want_data = f.lower_meta && f.lowers.len() == 1;
-                        let obj = Obj::At(lfd.clone(), name.to_os_string());
+                        let obj = Obj::At(lfd.clone(), nm.clone());
                         if first && is_reg && lower_is_metacopy(&obj) {
                             // A metacopy file in a lower layer: its data lies below.
                             f.lowers.push((*li, obj.clone(), st));
@@ -420,7 +479,7 @@ impl UnionFs {
                         break;
                     }
                     None => {
-                        if whiteout::has_wh_file(raw, name) {
+                        if self.wh_file_in(pnode, slot + 1, raw, name) {
                             break;
                         }
                     }
@@ -500,7 +559,7 @@ impl UnionFs {
                     Some(c) => Arc::new(c),
                     None => Arc::new(sys::open_dir(layer.raw(), OsStr::new("."))?),
                 };
-                f.lowers.push((li, Obj::At(dirfd, last.to_os_string()), st));
+                f.lowers.push((li, Obj::at(dirfd, last), st));
                 break;
             }
         }
@@ -521,7 +580,7 @@ impl UnionFs {
         let key = (st.st_dev, st.st_ino);
         let name = Self::index_name(key);
         if let Ok(Some(ist)) = sys::lstatat_opt(idx.as_raw_fd(), OsStr::new(&name)) {
-            f.upper = Some((Obj::At(idx.clone(), name.into()), ist));
+            f.upper = Some((Obj::at(idx.clone(), OsStr::new(&name)), ist));
             f.origin = Some(key);
             f.lowers.clear();
         }
@@ -539,20 +598,48 @@ impl UnionFs {
         self.devs.compose(key.0, key.1).unwrap_or(0)
     }
 
-    /// Finds or creates the node for a resolved entry and refreshes its layer state.
+    /// Finds or creates the node for a resolved entry and refreshes its layer state; records
+    /// that `parent/name` shows it.
     pub(crate) fn node_for(&self, parent: u64, name: &OsStr, f: Found) -> Arc<Node> {
+        self.node_for_fresh(parent, name, f).0
+    }
+
+    /// [`UnionFs::node_for`], and whether the node was made from `f` just now (its state is
+    /// exactly what `f` found).
+    fn node_for_fresh(&self, parent: u64, name: &OsStr, f: Found) -> (Arc<Node>, bool) {
+        let (n, fresh) = self.node_for_inner(parent, name, f);
+        self.nodes.set_name(parent, name, n.ino);
+        (n, fresh)
+    }
+
+    fn node_for_inner(&self, parent: u64, name: &OsStr, f: Found) -> (Arc<Node>, bool) {
         let key = f.origin_key();
         let kind = kind_of(f.stat().st_mode);
-        let mk_state = |f: Found| NodeState {
-            parent,
-            name: name.to_os_string(),
-            upper: f.upper.map(|u| u.0),
-            lowers: f.lowers.into_iter().map(|l| (l.0, l.1)).collect(),
-            lower_path: f.lower_path,
-            metacopy: f.metacopy,
-            lower_metacopy: f.lower_meta,
-            origin: key,
-            removed_links: 0,
+        let mk_state = |f: Found| {
+            let lower_nlink = match (&f.upper, f.lowers.first()) {
+                (None, Some(l)) if kind != FileType::Directory => {
+                    u32::try_from(l.2.st_nlink).unwrap_or(u32::MAX)
+                }
+                _ => 0,
+            };
+            NodeState {
+                parent,
+                name: f.name.unwrap_or_else(|| Arc::from(name)),
+                upper: f.upper.map(|u| u.0),
+                lowers: f.lowers.into_iter().map(|l| (l.0, l.1)).collect(),
+                // A plain file's lower path is its parent's plus its name: not stored.
+                lower_path: if kind == FileType::Directory || f.redirected {
+                    f.lower_path
+                } else {
+                    None
+                },
+                metacopy: f.metacopy,
+                lower_metacopy: f.lower_meta,
+                in_lower: f.in_lower,
+                lower_nlink,
+                origin: key,
+                removed_links: 0,
+            }
         };
         let aliased = self.nodes.alias.read().get(&key).copied();
         let candidate = aliased.or_else(|| self.devs.compose(key.0, key.1));
@@ -576,26 +663,94 @@ impl UnionFs {
                         }
                     }
                     if kind != FileType::Directory {
+                        if st.lower_path.is_none() && !st.lowers.is_empty() && st.parent != 0 {
+                            // Keep where the data lies in the lowers before the name changes.
+                            st.lower_path = self.lower_path_of(&st);
+                        }
                         st.parent = parent;
-                        st.name = name.to_os_string();
+                        st.name = new.name;
+                        st.in_lower = new.in_lower;
+                    } else if st.in_lower.is_none() {
+                        st.in_lower = new.in_lower;
                     }
                     drop(st);
-                    return n;
+                    return (n, false);
                 }
             } else {
                 let node = Node::new(ino, kind, mk_state(f));
-                let n = self.nodes.insert(node);
-                if n.st.read().origin == key {
-                    return n;
-                }
-                // Lost a race to a different file: fall through with a fresh resolution is
-                // not possible (f moved), so hand out the winner's number only if it matches.
-                return n;
+                // Lost a race to a different file: the winner's number is handed out; callers
+                // compare origins where it matters.
+                return self.insert_fresh(node);
             }
         }
         let ino = self.nodes.alloc();
         self.nodes.alias.write().insert(key, ino);
-        self.nodes.insert(Node::new(ino, kind, mk_state(f)))
+        self.insert_fresh(Node::new(ino, kind, mk_state(f)))
+    }
+
+    fn insert_fresh(&self, node: Node) -> (Arc<Node>, bool) {
+        self.nodes.insert_new(node)
+    }
+
+    /// Resolves `parent/name` and returns its node with its attributes, taking them from the
+    /// resolution's own stat when the node is new (lookup count unchanged).
+    pub(crate) fn lookup_entry(
+        &self,
+        parent: u64,
+        name: &OsStr,
+    ) -> io::Result<(Arc<Node>, FileAttr)> {
+        Self::check_name(name)?;
+        let p = self.node(parent)?;
+        if p.kind != FileType::Directory {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let st = p.st.read().clone();
+        self.resolve_entry(&p, &st, name)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    /// Resolves `name` in directory node `pnode` (whose state is `st`) and returns its node
+    /// and attributes (`None` when it does not exist): the cheapest way from a name to an
+    /// entry reply (a new node's attributes come from the resolution's stat; the directory
+    /// remembers which of its layers hold no `.wh.` files). Lookup count unchanged.
+    pub(crate) fn resolve_entry(
+        &self,
+        pnode: &Node,
+        st: &NodeState,
+        name: &OsStr,
+    ) -> io::Result<Option<(Arc<Node>, FileAttr)>> {
+        let Some(f) = self.resolve_in(Some(pnode), st, name)? else {
+            return Ok(None);
+        };
+        let known = (!f.metacopy && !f.lower_meta).then(|| *f.stat());
+        let (n, fresh) = self.node_for_fresh(pnode.ino, name, f);
+        let a = self.attr_with(&n, known.as_ref().filter(|_| fresh))?;
+        Ok(Some((n, a)))
+    }
+
+    /// Absolute path of the node's object inside the lower layers: stored for directories and
+    /// redirected objects, else its parent's lower path plus its name (`None` when the object
+    /// has no lower or the parent is no longer known).
+    pub(crate) fn lower_path_of(&self, st: &NodeState) -> Option<PathBuf> {
+        if let Some(p) = &st.lower_path {
+            return Some(p.clone());
+        }
+        if st.lowers.is_empty() {
+            return None;
+        }
+        let parent = self.nodes.get(st.parent)?;
+        let pst = parent.st.read();
+        pst.lower_path.as_ref().map(|p| p.join(&*st.name))
+    }
+
+    /// The node `parent/name` shows: from the table when a live node is known under that
+    /// name (no layer is looked at), else resolved across the layers.
+    pub(crate) fn known_or_lookup(&self, parent: u64, name: &OsStr) -> io::Result<Arc<Node>> {
+        Self::check_name(name)?;
+        match self.nodes.by_name(parent, name) {
+            Some(n) => Ok(n),
+            None => self.lookup_node(parent, name),
+        }
     }
 
     /// Resolves and returns the node (lookup count unchanged).
@@ -607,18 +762,27 @@ impl UnionFs {
         }
         let st = p.st.read().clone();
         let f = self
-            .resolve(&st, name)?
+            .resolve_in(Some(&p), &st, name)?
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         Ok(self.node_for(parent, name, f))
     }
 
     /// Attributes of a node, from a fresh stat of its layers.
     pub(crate) fn attr(&self, node: &Node) -> io::Result<FileAttr> {
+        self.attr_with(node, None)
+    }
+
+    /// Attributes of a node; `known` is a stat of its metadata object taken just now (the
+    /// resolution that made the node), which saves stating it again.
+    fn attr_with(&self, node: &Node, known: Option<&libc::stat>) -> io::Result<FileAttr> {
         let st = node.st.read();
         let meta = st
             .meta()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-        let s = meta.stat()?;
+        let s = match known {
+            Some(k) => *k,
+            None => meta.stat()?,
+        };
         let mut blocks = s.st_blocks as u64;
         if st.metacopy || (st.lower_metacopy && st.upper.is_none()) {
             if let Some(d) = st.data() {
@@ -743,15 +907,27 @@ impl UnionFs {
     pub(crate) fn remove_tree(dir: RawFd, name: &OsStr) -> io::Result<()> {
         match sys::lstatat_opt(dir, name)? {
             None => Ok(()),
-            Some(st) if is_dir(&st) => {
-                let fd = sys::open_dir(dir, name)?;
-                for e in sys::read_dir(fd.as_raw_fd())? {
-                    Self::remove_tree(fd.as_raw_fd(), &e.name)?;
-                }
-                sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
-            }
+            Some(st) if is_dir(&st) => Self::remove_dir_tree(dir, name),
             Some(_) => sys::unlinkat(dir, name, 0),
         }
+    }
+
+    /// Removes directory `dir/name` and everything in it; entries whose `d_type` says they
+    /// are not directories are unlinked without a stat.
+    fn remove_dir_tree(dir: RawFd, name: &OsStr) -> io::Result<()> {
+        let fd = sys::open_dir(dir, name)?;
+        let raw = fd.as_raw_fd();
+        for e in sys::read_dir(raw)? {
+            match e.dtype {
+                libc::DT_DIR => Self::remove_dir_tree(raw, &e.name)?,
+                libc::DT_UNKNOWN => Self::remove_tree(raw, &e.name)?,
+                _ => match sys::unlinkat(raw, &e.name, 0) {
+                    Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                    r => r?,
+                },
+            }
+        }
+        sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
     }
 }
 

@@ -429,8 +429,11 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_node(parent.0, name) {
-            Ok(n) => self.entry(&n, reply),
+        match self.lookup_entry(parent.0, name) {
+            Ok((n, a)) => {
+                self.nodes.add_lookup(&n);
+                reply.entry(&TTL, &a, Generation(0));
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
                 let neg = FileAttr {
                     ino: INodeNo(0),

@@ -173,6 +173,14 @@ pub fn unlinkat(dir: RawFd, name: &OsStr, flags: i32) -> io::Result<()> {
     cvt(unsafe { libc::unlinkat(dir, c.as_ptr(), flags) }).map(drop)
 }
 
+/// linkat(2) of `odir/oname` to `ndir/nname` (no symlink following).
+pub fn linkat(odir: RawFd, oname: &OsStr, ndir: RawFd, nname: &OsStr) -> io::Result<()> {
+    let (o, n) = (cstr(oname)?, cstr(nname)?);
+    // SAFETY: both names are NUL-terminated CStrings that outlive the call; the fds are only
+    // read by the kernel.
+    cvt(unsafe { libc::linkat(odir, o.as_ptr(), ndir, n.as_ptr(), 0) }).map(drop)
+}
+
 /// `renameat2` with RENAME_* flags.
 pub fn renameat2(
     olddir: RawFd,

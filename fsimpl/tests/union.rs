@@ -1770,6 +1770,26 @@ fn recreated_name_gets_new_inode(imp: Imp) {
 }
 both!(recreated_name_gets_new_inode);
 
+fn names_follow_renames_and_unlinks(imp: Imp) {
+    // rcl-fs remembers which node a name shows; every way a name changes must update that.
+    let fx = Fixture::new(&["f a A\nf b B\nf c C\nd d\nf d/x X", "f a A2\nf e E"]);
+    let m = fx.mount(imp, "", "");
+    let out = m.sh(
+        "cat a b c e d/x >/dev/null; mv a z && cat z && mv b a && cat a && rm a && \
+         echo n > a && cat a && mv c d/x && cat d/x && mv e c && rm c && mkdir c && \
+         rmdir c && echo m > c && cat c && mv d/x b && rmdir d && mkdir d && \
+         mv b d/b && cat d/b; ls -A; ls -A d",
+    );
+    assert_eq!(out, "A\nB\nn\nC\nm\nC\na\nc\nd\nz\nb\n");
+    m.unmount();
+    let m = fx.mount(imp, "", "");
+    assert_eq!(
+        m.sh("ls -A; ls -A d; cat a c z d/b"),
+        "a\nc\nd\nz\nb\nn\nm\nA\nC\n"
+    );
+}
+both!(names_follow_renames_and_unlinks);
+
 // --- rcl-fs only -------------------------------------------------------------------------------
 
 /// Kernel overlayfs does not read `.wh.` files: this format is rcl-fs's (and OCI layers').
@@ -1797,6 +1817,51 @@ fn rclfs_wh_files_in_lowers() {
         for n in [".wh.b", "d/.wh..wh..opq", "b", "e/x"] {
             assert!(!m.try_sh(&format!("stat {n}")).success(), "{n} visible");
         }
+    });
+}
+
+#[test]
+fn rclfs_wh_files_after_many_lookups() {
+    // Many missing names looked up in one directory make rcl-fs scan its layer directories
+    // for `.wh.` files once: a layer with one must keep hiding, one without stays cheap.
+    rclfs_only(|| {
+        let fx = Fixture::new(&[
+            "f e/.wh.x
+f e/top t
+d f",
+            "f e/x x
+f e/y y
+f f/z z",
+        ]);
+        let m = fx.mount(Imp::RclFs, "", "");
+        let probe = "for i in 1 2 3 4 5 6 7 8 9 10; do stat e/n$i f/n$i 2>/dev/null; done; true";
+        m.sh(probe);
+        assert!(
+            !m.try_sh("stat e/x").success(),
+            "e/x visible after the scan"
+        );
+        assert_eq!(
+            m.sh("cat e/y f/z; ls -A e f"),
+            "y
+z
+e:
+top
+y
+
+f:
+z
+"
+        );
+        m.sh("rm e/y f/z");
+        m.sh(probe);
+        assert_eq!(
+            m.sh("ls -A e f"),
+            "e:
+top
+
+f:
+"
+        );
     });
 }
 
