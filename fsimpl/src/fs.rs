@@ -313,7 +313,7 @@ impl UnionFs {
         ino: u64,
         fh: FileHandle,
         offset: u64,
-        mut add: impl FnMut(u64, u64, FileType, &OsStr, Option<&Arc<Node>>) -> bool,
+        mut add: impl FnMut(u64, u64, FileType, &OsStr, Option<(&Arc<Node>, FileAttr)>) -> bool,
         plus: bool,
     ) -> io::Result<()> {
         let dh = self
@@ -346,8 +346,19 @@ impl UnionFs {
                 let eino = if i == 0 { ino } else { st.parent };
                 // The kernel ignores `.` and `..` of readdirplus for lookups; when the parent
                 // node is not in the table, the directory's own attributes do.
-                let n = self.nodes.get(eino).or_else(|| Some(node.clone()));
-                if add(eino, off, FileType::Directory, name, n.as_ref()) {
+                let n = self.nodes.get(eino).unwrap_or_else(|| node.clone());
+                let a = if plus { self.attr(&n).ok() } else { None };
+                if add(eino, off, FileType::Directory, name, a.map(|a| (&n, a))) {
+                    break;
+                }
+                continue;
+            }
+            if plus {
+                // One resolution gives the node and its attributes.
+                let Ok(Some((n, a))) = self.resolve_entry(&node, &st, name) else {
+                    continue;
+                };
+                if add(n.ino, off, n.kind, name, Some((&n, a))) {
                     break;
                 }
                 continue;
@@ -355,19 +366,12 @@ impl UnionFs {
             let Ok(Some(f)) = self.resolve(&st, name) else {
                 continue;
             };
-            if plus {
-                let n = self.node_for(ino, name, f);
-                if add(n.ino, off, n.kind, name, Some(&n)) {
-                    break;
-                }
-            } else {
-                let mut eino = self.ino_for(&f);
-                if eino == 0 {
-                    eino = self.node_for(ino, name, f).ino;
-                }
-                if add(eino, off, kind, name, None) {
-                    break;
-                }
+            let mut eino = self.ino_for(&f);
+            if eino == 0 {
+                eino = self.node_for(ino, name, f).ino;
+            }
+            if add(eino, off, kind, name, None) {
+                break;
             }
         }
         Ok(())
@@ -846,11 +850,8 @@ impl Filesystem for UnionFs {
             fh,
             offset,
             |eino, off, _kind, name, node| {
-                let Some(n) = node else {
-                    // `..` of the root or a forgotten parent: plain entry without attributes.
-                    return false;
-                };
-                let Ok(a) = self.attr(n) else {
+                let Some((n, a)) = node else {
+                    // No attributes to be had (a node gone meanwhile): leave the entry out.
                     return false;
                 };
                 let dot = name == "." || name == "..";
