@@ -66,11 +66,6 @@ impl Sizes {
         self.tree_dirs * self.tree_files_per_dir
     }
 
-    /// Files in the `chmod -R` / `rm -rf` tree.
-    pub fn ch_files(&self) -> usize {
-        self.ch_dirs * self.tree_files_per_dir
-    }
-
     fn stamp(&self) -> String {
         format!("{self:?}\nlayout-version=5\n")
     }
@@ -105,7 +100,7 @@ impl Layers {
 /// - `seq/big`: the sequential/random-read file, bottom layer;
 /// - `tree/dNNN/fNNN`: the metadata tree; even files in the top layer, odd in the bottom, every
 ///   directory present in both (so every directory is a merged one);
-/// - `chtree/dNNN/fNNN`: the same shape, smaller, for `chmod -R` and `rm -rf`;
+/// - `chtree/dNNN/fNNN`: the same shape, smaller, for `benches/profile.sh`'s quick runs;
 /// - `flat/eNNNNN`: one merged directory, even entries top, odd bottom;
 /// - `rss/dNNN/fNNNN`: the 100k-file tree for the peak-RSS walk, bottom layer.
 pub fn prepare(root: &Path, sizes: &Sizes) -> io::Result<Layers> {

@@ -355,7 +355,6 @@ fn workloads(l: &Layers) -> Vec<Workload> {
     let (seq, nrand, ncreate) = (s.seq_bytes, s.rand_reads, s.create_files);
     let (tdirs, tper, flat) = (s.tree_dirs, s.tree_files_per_dir, s.flat_entries);
     let ntree = s.tree_files() as f64;
-    let nch = s.ch_files() as f64;
     let mut v = vec![
         w(
             "copyup-1m",
@@ -464,7 +463,7 @@ fn workloads(l: &Layers) -> Vec<Workload> {
         w(
             "chmod-R",
             Kind::Time,
-            nch,
+            ntree,
             "files",
             Mode::FreshCold,
             Box::new(|m, _| chmod_tree(m)),
@@ -472,7 +471,7 @@ fn workloads(l: &Layers) -> Vec<Workload> {
         w(
             "rm-rf",
             Kind::Time,
-            nch,
+            ntree,
             "files",
             Mode::FreshCold,
             Box::new(|m, _| rm_tree(m)),
