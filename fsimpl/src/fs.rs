@@ -2,7 +2,7 @@
 
 use crate::copyup::{kill_bits, CopyMode, NewAttrs};
 use crate::core::{DirHandle, Handle, UnionFs};
-use crate::node::Node;
+use crate::node::{Node, Obj};
 use crate::ops::Creator;
 use crate::{sys, xattr};
 use fuser::{
@@ -278,56 +278,62 @@ impl UnionFs {
                 st.name.clone(),
             )
         };
-        let upfd = up.fd()?;
-        let raw = upfd.as_raw_fd();
+        // An upper object reached by name is changed by name, without opening it.
         let mut mode = mode;
         if node.kind != FileType::Directory && mode.is_none() && (size.is_some() || nothing) {
             // FUSE_HANDLE_KILLPRIV_V2: a truncate by a caller without CAP_FSETID clears the
             // set-ID bits. So does the attribute change without attributes that the kernel
             // sends for a write it does not send us (passthrough) or for chown(-1, -1).
-            let st = sys::fstat(raw)?;
+            let st = up.stat()?;
             let k = kill_bits(st.st_mode);
             if k != 0 && !caller_has_fsetid(pid) {
                 mode = Some(st.st_mode & 0o7777 & !k);
             }
         }
         if uid.is_some() || gid.is_some() {
-            sys::fchown_fd(
-                raw,
-                host_uid.unwrap_or(u32::MAX),
-                host_gid.unwrap_or(u32::MAX),
-            )?;
+            let (u, g) = (host_uid.unwrap_or(u32::MAX), host_gid.unwrap_or(u32::MAX));
+            match &up {
+                Obj::At(d, n) => sys::fchownat_nofollow(d.as_raw_fd(), n, u, g)?,
+                Obj::Fd(f) => sys::fchown_fd(f.as_raw_fd(), u, g)?,
+            }
         }
         if let Some(m) = mode {
             if node.kind != FileType::Symlink {
-                sys::fchmod_fd(raw, m)?;
+                let by_name = match &up {
+                    Obj::At(d, n) => sys::fchmodat_nofollow(d.as_raw_fd(), n, m),
+                    Obj::Fd(_) => Err(eno(libc::ENOSYS)),
+                };
+                match by_name {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                        sys::fchmod_fd(up.fd()?.as_raw_fd(), m)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         if let Some(s) = size {
             let handle = fh.and_then(|f| self.handles.read().get(&f.0).cloned());
-            match handle {
-                Some(h) if h.fd.as_raw_fd() >= 0 && Arc::ptr_eq(&h.node, node) => {
-                    match sys::ftruncate(h.fd.as_raw_fd(), s) {
-                        Ok(()) => {}
-                        Err(_) => {
-                            let f = sys::reopen(raw, libc::O_WRONLY)?;
-                            sys::ftruncate(f.as_raw_fd(), s)?;
-                        }
-                    }
+            let done = match handle {
+                Some(h) if Arc::ptr_eq(&h.node, node) => {
+                    sys::ftruncate(h.fd.as_raw_fd(), s).is_ok()
                 }
-                _ => {
-                    let f = sys::reopen(raw, libc::O_WRONLY)?;
-                    sys::ftruncate(f.as_raw_fd(), s)?;
-                }
+                _ => false,
+            };
+            if !done {
+                let f = up.open(libc::O_WRONLY)?;
+                sys::ftruncate(f.as_raw_fd(), s)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
             let ts = [timespec(atime), timespec(mtime)];
-            if node.kind == FileType::Symlink {
-                let pfd = self.upper_dir(parent)?;
-                sys::utimensat(pfd.as_raw_fd(), &name, &ts)?;
-            } else {
-                sys::utimens_fd(raw, &ts)?;
+            match &up {
+                Obj::At(d, n) => sys::utimensat(d.as_raw_fd(), n, &ts)?,
+                Obj::Fd(_) if node.kind == FileType::Symlink => {
+                    let pfd = self.upper_dir(parent)?;
+                    sys::utimensat(pfd.as_raw_fd(), &name, &ts)?;
+                }
+                Obj::Fd(f) => sys::utimens_fd(f.as_raw_fd(), &ts)?,
             }
         }
         self.attr(node)

@@ -224,6 +224,35 @@ pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::fchmod(fd, mode & 0o7777) }).map(drop)
 }
 
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`: chown by name, without opening.
+pub fn fchownat_nofollow(dir: RawFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::fchownat(dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+}
+
+/// chmod of `dir/name` without following a symlink and without opening it (`fchmodat2`,
+/// Linux 6.6+); `Err(ENOSYS)` on older kernels, `Err(EOPNOTSUPP)` for a symlink.
+pub fn fchmodat_nofollow(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    const SYS_FCHMODAT2: libc::c_long = 452;
+    let c = cstr(name)?;
+    // SAFETY: valid C string; fchmodat2 takes (dirfd, path, mode, flags).
+    let r = unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            dir,
+            c.as_ptr(),
+            (mode & 0o7777) as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Sets atime/mtime of `dir/name` without following a symlink.
 pub fn utimensat(dir: RawFd, name: &OsStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     let c = cstr(name)?;
