@@ -244,12 +244,27 @@ impl UnionFs {
                 None
             };
         let is_readable = readable.is_some();
-        let lfd = match readable {
-            Some(f) => FdHold::Own(f),
-            None => lobj.fd()?,
+        // A metacopy needs only the lower's stat and xattrs: read by name, no fd at all.
+        let by_name = match &lobj {
+            Obj::At(d, n)
+                if node.kind == FileType::RegularFile
+                    && data_obj.is_none()
+                    && mode == CopyMode::Meta =>
+            {
+                Some((d.as_raw_fd(), n.clone()))
+            }
+            _ => None,
         };
-        let lraw = lfd.as_raw_fd();
-        let lst = sys::fstat(lraw)?;
+        let mut lfd = match (readable, &by_name) {
+            (Some(f), _) => Some(FdHold::Own(f)),
+            (None, None) => Some(lobj.fd()?),
+            (None, Some(_)) => None,
+        };
+        let lst = match (&lfd, &by_name) {
+            (Some(f), _) => sys::fstat(f.as_raw_fd())?,
+            (None, Some((d, n))) => sys::lstatat(*d, n)?,
+            (None, None) => unreachable!("one of them is set"),
+        };
         let kind = kind_of(lst.st_mode);
         let w = self.work_fd()?;
         let tmp = self.tmp_name();
@@ -280,6 +295,11 @@ impl UnionFs {
         if mode == CopyMode::Meta && !is_reg {
             mode = CopyMode::Full;
         }
+        if mode != CopyMode::Meta && lfd.is_none() {
+            lfd = Some(lobj.fd()?);
+        }
+        // -1 only where the lower is read by name (`by_name`, a metacopy).
+        let lraw = lfd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let built = (|| -> io::Result<(OwnedFd, bool)> {
             // The copy, and whether it is open for reading and writing (a regular file).
             let (fd, rw) = match kind {
@@ -324,18 +344,16 @@ impl UnionFs {
             let uid = set.and_then(|s| s.uid).unwrap_or(lst.st_uid);
             let gid = set.and_then(|s| s.gid).unwrap_or(lst.st_gid);
             sys::fchown_fd(raw, uid, gid)?;
-            self.copy_xattrs(lraw, raw);
+            match &by_name {
+                Some((d, n)) if lfd.is_none() => self.copy_xattrs_at(*d, n, raw),
+                _ => self.copy_xattrs(lraw, raw),
+            }
             let origin = format!("{}:{}", st.origin.0, st.origin.1);
             let _ = sys::setxattr_fd(raw, &self.rcl_xattr("origin"), origin.as_bytes(), 0);
             if mode == CopyMode::Meta {
+                // Where the data is, is recorded only when the file moves (`upper_name`):
+                // until then the lowers show it under the same name.
                 sys::setxattr_fd(raw, &self.ovl_xattr("metacopy"), b"", 0)?;
-                if let Some(lp) = &st.lower_path {
-                    let lp = lp.as_os_str().as_bytes();
-                    sys::setxattr_fd(raw, &self.rcl_xattr("lower"), lp, 0)?;
-                    // Kernel overlayfs (metacopy=on) finds the data through an absolute
-                    // redirect once the file is renamed.
-                    let _ = sys::setxattr_fd(raw, &self.ovl_xattr("redirect"), lp, 0);
-                }
             }
             let mut times = [
                 libc::timespec {
@@ -432,6 +450,21 @@ impl UnionFs {
         }
     }
 
+    /// [`UnionFs::copy_xattrs`] from `dir/name` (not followed).
+    fn copy_xattrs_at(&self, dir: RawFd, name: &OsStr, dst: RawFd) {
+        let Ok(names) = sys::listxattr_at(dir, name) else {
+            return;
+        };
+        for n in names {
+            if xattr::is_private(n.to_bytes()) {
+                continue;
+            }
+            if let Ok(Some(v)) = sys::getxattr_at(dir, name, &n) {
+                let _ = sys::setxattr_fd(dst, &n, &v, 0);
+            }
+        }
+    }
+
     /// Copies the data of the file behind `src` (an O_PATH fd) into `dst`, keeping holes.
     fn copy_data(&self, src: RawFd, dst: RawFd, st: &libc::stat) -> io::Result<()> {
         if st.st_size == 0 {
@@ -467,8 +500,32 @@ impl UnionFs {
         Ok(())
     }
 
-    /// Makes sure `parent/name` exists in the upper layer as the non-directory `node`.
+    /// Makes sure `parent/name` exists in the upper layer as the non-directory `node`, which
+    /// is about to move (rename): a metacopy file gets the lower path of its data recorded.
     pub(crate) fn upper_name(&self, parent: u64, name: &OsStr, node: &Arc<Node>) -> io::Result<()> {
+        self.upper_name_only(parent, name, node)?;
+        self.record_metacopy_lower(node)
+    }
+
+    /// Records on a metacopy upper file the lower path of its data (`<ns>.rclfs.lower`, and
+    /// an absolute `overlay.redirect` for kernel overlayfs), which a lookup needs once the file
+    /// is no longer at the name its data has in the lowers.
+    fn record_metacopy_lower(&self, node: &Arc<Node>) -> io::Result<()> {
+        let (up, lp) = {
+            let st = node.st.read();
+            match (&st.upper, &st.lower_path) {
+                (Some(u), Some(p)) if st.metacopy => (u.clone(), p.clone()),
+                _ => return Ok(()),
+            }
+        };
+        let fd = up.fd()?;
+        let lp = lp.as_os_str().as_bytes();
+        sys::setxattr_fd(fd.as_raw_fd(), &self.rcl_xattr("lower"), lp, 0)?;
+        let _ = sys::setxattr_fd(fd.as_raw_fd(), &self.ovl_xattr("redirect"), lp, 0);
+        Ok(())
+    }
+
+    fn upper_name_only(&self, parent: u64, name: &OsStr, node: &Arc<Node>) -> io::Result<()> {
         let pfd = self.upper_dir(parent)?;
         if let Some(st) = sys::lstatat_opt(pfd.as_raw_fd(), name)? {
             if !crate::whiteout::is_whiteout(&st) {
