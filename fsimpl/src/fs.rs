@@ -1,6 +1,6 @@
 //! The [`fuser::Filesystem`] implementation: decodes requests, calls the layer logic, replies.
 
-use crate::copyup::CopyMode;
+use crate::copyup::{kill_bits, CopyMode, NewAttrs};
 use crate::core::{Handle, UnionFs};
 use crate::dircache::DirHandle;
 use crate::node::{Node, Obj};
@@ -21,6 +21,12 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// O_LARGEFILE as the kernel sets it in FUSE open flags (libc's is 0 on some targets).
+#[cfg(target_arch = "x86_64")]
+const O_LARGEFILE_KERNEL: i32 = 0o100000;
+#[cfg(not(target_arch = "x86_64"))]
+const O_LARGEFILE_KERNEL: i32 = libc::O_LARGEFILE;
 
 /// Entry and attribute validity: the server is the only writer of its layers.
 const TTL: Duration = Duration::from_secs(3600);
@@ -74,6 +80,8 @@ struct SetAttr {
     atime: Option<TimeOrNow>,
     mtime: Option<TimeOrNow>,
     fh: Option<FileHandle>,
+    /// The requesting thread (for the set-ID clearing decision).
+    pid: u32,
 }
 
 impl UnionFs {
@@ -107,29 +115,33 @@ impl UnionFs {
             if self.upper.is_none() {
                 return Err(eno(libc::EROFS));
             }
-            self.copy_up(
-                node,
-                if trunc {
-                    CopyMode::Empty
-                } else {
-                    CopyMode::Full
-                },
-            )?;
+            let mode = if trunc {
+                CopyMode::Empty
+            } else {
+                CopyMode::Full
+            };
+            let c = self.copy_up_with(node, mode, None)?;
+            // The copy-up's own read-write fd serves a plain open (no second open by name).
+            let plain = libc::O_ACCMODE
+                | O_LARGEFILE_KERNEL
+                | libc::O_CLOEXEC
+                | libc::O_NOCTTY
+                | libc::O_TRUNC
+                | libc::O_NOFOLLOW;
+            if let Some(fd) = c.data.filter(|_| flags & !plain == 0) {
+                return Ok(Handle {
+                    fd,
+                    node: node.clone(),
+                    passthrough: false,
+                });
+            }
         }
         let (data, lower) = {
             let st = node.st.read();
             let d = st.data().cloned().ok_or_else(|| eno(libc::ESTALE))?;
             (d, st.upper.is_none() || st.metacopy)
         };
-        let mut flags = flags & !libc::O_NOFOLLOW;
-        if self.writeback.load(Ordering::Relaxed) {
-            // The kernel's page cache may read around partial writes and tracks the append
-            // offset itself.
-            if flags & libc::O_ACCMODE == libc::O_WRONLY {
-                flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
-            }
-            flags &= !libc::O_APPEND;
-        }
+        let flags = self.handle_flags(flags);
         let f = if lower {
             data.open_noatime(flags)?
         } else {
@@ -140,6 +152,21 @@ impl UnionFs {
             node: node.clone(),
             passthrough: false,
         })
+    }
+
+    /// The flags to open a file for a handle with, from the flags of the open (O_NOFOLLOW is
+    /// the opener's business).
+    fn handle_flags(&self, flags: i32) -> i32 {
+        let mut flags = flags & !libc::O_NOFOLLOW;
+        if self.writeback.load(Ordering::Relaxed) {
+            // The kernel's page cache may read around partial writes and tracks the append
+            // offset itself.
+            if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            flags &= !libc::O_APPEND;
+        }
+        flags
     }
 
     /// Registers an open handle; when passthrough is on, attaches the node's shared backing
@@ -205,6 +232,7 @@ impl UnionFs {
             atime,
             mtime,
             fh,
+            pid,
         } = a;
         if self.upper.is_none() {
             return Err(eno(libc::EROFS));
@@ -220,7 +248,29 @@ impl UnionFs {
         } else {
             CopyMode::Full
         };
-        self.copy_up(node, cmode)?;
+        let nothing = mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        let host_uid = uid.map(|u| self.host_uid(u)).transpose()?;
+        let host_gid = gid.map(|g| self.host_gid(g)).transpose()?;
+        if size.is_none() && !nothing {
+            // A change that copies the node up is made on the copy, before it goes into place.
+            let set = NewAttrs {
+                mode: mode.filter(|_| node.kind != FileType::Symlink),
+                uid: host_uid,
+                gid: host_gid,
+                times: (atime.is_some() || mtime.is_some())
+                    .then(|| [timespec(atime), timespec(mtime)]),
+            };
+            if self.copy_up_with(node, cmode, Some(&set))?.applied {
+                return self.attr(node);
+            }
+        } else {
+            self.copy_up(node, cmode)?;
+        }
         let (up, parent, name) = {
             let st = node.st.read();
             (
@@ -229,49 +279,62 @@ impl UnionFs {
                 st.name.clone(),
             )
         };
-        let upfd = up.fd()?;
-        let raw = upfd.as_raw_fd();
+        // An upper object reached by name is changed by name, without opening it.
+        let mut mode = mode;
+        if node.kind != FileType::Directory && mode.is_none() && (size.is_some() || nothing) {
+            // FUSE_HANDLE_KILLPRIV_V2: a truncate by a caller without CAP_FSETID clears the
+            // set-ID bits. So does the attribute change without attributes that the kernel
+            // sends for a write it does not send us (passthrough) or for chown(-1, -1).
+            let st = up.stat()?;
+            let k = kill_bits(st.st_mode);
+            if k != 0 && !caller_has_fsetid(pid) {
+                mode = Some(st.st_mode & 0o7777 & !k);
+            }
+        }
         if uid.is_some() || gid.is_some() {
-            let u = uid
-                .map(|u| self.host_uid(u))
-                .transpose()?
-                .unwrap_or(u32::MAX);
-            let g = gid
-                .map(|g| self.host_gid(g))
-                .transpose()?
-                .unwrap_or(u32::MAX);
-            sys::fchown_fd(raw, u, g)?;
+            let (u, g) = (host_uid.unwrap_or(u32::MAX), host_gid.unwrap_or(u32::MAX));
+            match &up {
+                Obj::At(d, n) => sys::fchownat_nofollow(d.as_raw_fd(), n, u, g)?,
+                Obj::Fd(f) => sys::fchown_fd(f.as_raw_fd(), u, g)?,
+            }
         }
         if let Some(m) = mode {
             if node.kind != FileType::Symlink {
-                sys::fchmod_fd(raw, m)?;
+                let by_name = match &up {
+                    Obj::At(d, n) => sys::fchmodat_nofollow(d.as_raw_fd(), n, m),
+                    Obj::Fd(_) => Err(eno(libc::ENOSYS)),
+                };
+                match by_name {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                        sys::fchmod_fd(up.fd()?.as_raw_fd(), m)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         if let Some(s) = size {
             let handle = fh.and_then(|f| self.handles.read().get(&f.0).cloned());
-            match handle {
-                Some(h) if h.fd.as_raw_fd() >= 0 && Arc::ptr_eq(&h.node, node) => {
-                    match sys::ftruncate(h.fd.as_raw_fd(), s) {
-                        Ok(()) => {}
-                        Err(_) => {
-                            let f = sys::reopen(raw, libc::O_WRONLY)?;
-                            sys::ftruncate(f.as_raw_fd(), s)?;
-                        }
-                    }
+            let done = match handle {
+                Some(h) if Arc::ptr_eq(&h.node, node) => {
+                    sys::ftruncate(h.fd.as_raw_fd(), s).is_ok()
                 }
-                _ => {
-                    let f = sys::reopen(raw, libc::O_WRONLY)?;
-                    sys::ftruncate(f.as_raw_fd(), s)?;
-                }
+                _ => false,
+            };
+            if !done {
+                let f = up.open(libc::O_WRONLY)?;
+                sys::ftruncate(f.as_raw_fd(), s)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
             let ts = [timespec(atime), timespec(mtime)];
-            if node.kind == FileType::Symlink {
-                let pfd = self.upper_dir(parent)?;
-                sys::utimensat(pfd.as_raw_fd(), &name, &ts)?;
-            } else {
-                sys::utimens_fd(raw, &ts)?;
+            match &up {
+                Obj::At(d, n) => sys::utimensat(d.as_raw_fd(), n, &ts)?,
+                Obj::Fd(_) if node.kind == FileType::Symlink => {
+                    let pfd = self.upper_dir(parent)?;
+                    sys::utimensat(pfd.as_raw_fd(), &name, &ts)?;
+                }
+                Obj::Fd(f) => sys::utimens_fd(f.as_raw_fd(), &ts)?,
             }
         }
         self.attr(node)
@@ -378,6 +441,42 @@ impl UnionFs {
     }
 }
 
+/// Clears the set-ID bits of the open file `fd` where a write or truncate takes them away;
+/// with `pid`, only when that requester has no CAP_FSETID.
+fn kill_privs_fd(fd: std::os::fd::RawFd, pid: Option<u32>) -> io::Result<()> {
+    let st = sys::fstat(fd)?;
+    let k = kill_bits(st.st_mode);
+    if k != 0 && !pid.is_some_and(caller_has_fsetid) {
+        sys::fchmod(fd, st.st_mode & 0o7777 & !k)?;
+    }
+    Ok(())
+}
+
+/// True when thread `pid` (of a request) holds CAP_FSETID in the initial user namespace,
+/// which is what the kernel's `capable(CAP_FSETID)` asks. Read from /proc; anything unclear
+/// counts as not privileged (the bits are then cleared, the safe side). Only asked about
+/// files that have set-ID bits.
+fn caller_has_fsetid(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The inode number of the initial user namespace (PROC_USER_INIT_INO).
+    const INIT_USER_NS: u64 = 0xEFFF_FFFD;
+    const CAP_FSETID: u32 = 4;
+    if pid == 0 {
+        return false;
+    }
+    let initial =
+        std::fs::metadata(format!("/proc/{pid}/ns/user")).is_ok_and(|m| m.ino() == INIT_USER_NS);
+    initial
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .is_some_and(|c| c & (1 << CAP_FSETID) != 0)
+}
+
 /// True when this process runs in the initial user namespace (identity uid map).
 fn in_initial_userns() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
@@ -397,7 +496,11 @@ impl Filesystem for UnionFs {
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_ASYNC_READ
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            // Set-ID bits are cleared here on write, truncate and chown (see `kill_bits`):
+            // the kernel then stops asking for security.capability before every write and
+            // for fresh attributes before every chown.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let have = config.capabilities();
         let _ = config.add_capabilities(want & have);
         let _ = config.set_max_write(1 << 20);
@@ -489,7 +592,7 @@ impl Filesystem for UnionFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -514,6 +617,7 @@ impl Filesystem for UnionFs {
                 atime,
                 mtime,
                 fh,
+                pid: req.pid(),
             };
             self.do_setattr(&n, a)
         });
@@ -554,11 +658,11 @@ impl Filesystem for UnionFs {
         let who = Creator::of(req);
         let kind = crate::core::kind_of(mode);
         let perm = mode & !umask & 0o7777;
-        let r = self.create_obj(parent.0, name, kind, perm, who, |d, n| {
-            sys::mknodat(d, n, (mode & libc::S_IFMT) | 0o600, rdev as u64).map(|()| None)
+        let r = self.create_obj(parent.0, name, kind, perm, who, |d, n, m| {
+            sys::mknodat(d, n, (mode & libc::S_IFMT) | m, rdev as u64).map(|()| None)
         });
         match r {
-            Ok(n) => self.entry(&n, reply),
+            Ok((n, _)) => self.entry(&n, reply),
             Err(err) => reply.error(e(err)),
         }
     }
@@ -577,11 +681,11 @@ impl Filesystem for UnionFs {
         }
         let who = Creator::of(req);
         let perm = mode & !umask & 0o7777;
-        let r = self.create_obj(parent.0, name, FileType::Directory, perm, who, |d, n| {
-            sys::mkdirat(d, n, 0o700).map(|()| None)
+        let r = self.create_obj(parent.0, name, FileType::Directory, perm, who, |d, n, m| {
+            sys::mkdirat(d, n, m).map(|()| None)
         });
         match r {
-            Ok(n) => self.entry(&n, reply),
+            Ok((n, _)) => self.entry(&n, reply),
             Err(err) => reply.error(e(err)),
         }
     }
@@ -624,10 +728,10 @@ impl Filesystem for UnionFs {
             FileType::Symlink,
             0o777,
             who,
-            |d, n| sys::symlinkat(target.as_os_str(), d, n).map(|()| None),
+            |d, n, _| sys::symlinkat(target.as_os_str(), d, n).map(|()| None),
         );
         match r {
-            Ok(n) => self.entry(&n, reply),
+            Ok((n, _)) => self.entry(&n, reply),
             Err(err) => reply.error(e(err)),
         }
     }
@@ -668,9 +772,17 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        match self.node(ino.0).and_then(|n| self.open_node(&n, flags.0)) {
+        let r = self.node(ino.0).and_then(|n| {
+            let h = self.open_node(&n, flags.0)?;
+            if flags.0 & libc::O_TRUNC != 0 && n.kind == FileType::RegularFile {
+                // FUSE_HANDLE_KILLPRIV_V2: open(O_TRUNC) is a truncate.
+                kill_privs_fd(h.fd.as_raw_fd(), Some(req.pid()))?;
+            }
+            Ok(h)
+        });
+        match r {
             Ok(h) => match self.finish_open(h, writing, |fd| reply.open_backing(fd)) {
                 Ok((fh, fl, Some(id))) => reply.opened_passthrough(FileHandle(fh), fl, &id),
                 Ok((fh, fl, None)) => reply.opened(FileHandle(fh), fl),
@@ -719,7 +831,7 @@ impl Filesystem for UnionFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -728,6 +840,12 @@ impl Filesystem for UnionFs {
             Ok(h) => h,
             Err(x) => return reply.error(x),
         };
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            // The writer has no CAP_FSETID (the kernel removed security.capability itself).
+            if let Err(err) = kill_privs_fd(h.fd.as_raw_fd(), None) {
+                return reply.error(e(err));
+            }
+        }
         match sys::pwrite(h.fd.as_raw_fd(), data, offset) {
             Ok(n) => reply.written(n as u32),
             Err(err) => reply.error(e(err)),
@@ -1080,13 +1198,27 @@ impl Filesystem for UnionFs {
         }
         let who = Creator::of(req);
         let perm = mode & !umask & 0o7777;
+        // The file is created open for the handle: no second open by name.
+        let hflags = self.handle_flags(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC));
         let r = self
-            .create_obj(parent.0, name, FileType::RegularFile, perm, who, |d, n| {
-                sys::openat(d, n, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600).map(Some)
-            })
-            .and_then(|n| {
-                let h =
-                    self.open_node(&n, flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC))?;
+            .create_obj(
+                parent.0,
+                name,
+                FileType::RegularFile,
+                perm,
+                who,
+                |d, n, m| {
+                    let f = libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                    sys::openat(d, n, hflags | f, m).map(Some)
+                },
+            )
+            .and_then(|(n, fd)| {
+                let fd = fd.ok_or_else(|| eno(libc::EIO))?;
+                let h = Handle {
+                    fd,
+                    node: n.clone(),
+                    passthrough: false,
+                };
                 Ok((n, h))
             });
         match r {

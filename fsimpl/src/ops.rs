@@ -1,6 +1,6 @@
 //! Namespace-changing operations: create, mkdir, mknod, symlink, link, unlink, rmdir, rename.
 
-use crate::core::{is_dir, UnionFs};
+use crate::core::{is_dir, Found, UnionFs};
 use crate::node::{Fd, Name, Node, Obj};
 use crate::{sys, whiteout};
 use fuser::FileType;
@@ -77,9 +77,15 @@ impl UnionFs {
         })
     }
 
-    /// Creates a new object at `parent/name` with `build(dir, name)`, owned by the creator
-    /// with `perm`, replacing a whiteout atomically; a directory created over a whiteout is
-    /// made opaque. Returns the new node (lookup count unchanged).
+    /// Creates a new object at `parent/name` with `build(dir, name, mode)`, owned by the
+    /// creator with `perm`, replacing a whiteout atomically; a directory created over a
+    /// whiteout is made opaque. Returns the new node (lookup count unchanged) and the fd the
+    /// builder returned (a regular file opened for I/O).
+    ///
+    /// The builder gets the permission bits to create with, so that the usual case (a
+    /// creator whose ids the server's own creation already gives, a mode the umask keeps)
+    /// needs no chown and no chmod; set-ID bits come only after the chown, which clears them.
+    /// The node is made from what was just created, without resolving the name again.
     pub(crate) fn create_obj(
         &self,
         parent: u64,
@@ -87,8 +93,8 @@ impl UnionFs {
         kind: FileType,
         perm: u32,
         who: Creator,
-        build: impl FnOnce(RawFd, &OsStr) -> io::Result<Option<OwnedFd>>,
-    ) -> io::Result<Arc<Node>> {
+        build: impl FnOnce(RawFd, &OsStr, u32) -> io::Result<Option<OwnedFd>>,
+    ) -> io::Result<(Arc<Node>, Option<OwnedFd>)> {
         let _changed = self.changing(parent, parent);
         let slot = self.slot(parent, name)?;
         let pfd = slot.pfd.as_raw_fd();
@@ -109,25 +115,32 @@ impl UnionFs {
         } else {
             (self.work_fd()?, self.tmp_name())
         };
-        let made = build(dir, &bname)?;
-        let finish = || -> io::Result<()> {
-            // A builder that opened what it made (a regular file) saves the O_PATH open and the
-            // chmod through /proc.
-            match made {
-                Some(fd) => {
-                    sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
-                    sys::fchmod(fd.as_raw_fd(), perm)?;
-                }
-                None => {
-                    let fd = sys::open_path(dir, &bname)?;
-                    sys::fchown_fd(fd.as_raw_fd(), uid, gid)?;
-                    if kind != FileType::Symlink {
-                        sys::fchmod_fd(fd.as_raw_fd(), perm)?;
-                    }
+        let made = build(dir, &bname, perm & 0o777)?;
+        let finish = || -> io::Result<(libc::stat, Option<OwnedFd>)> {
+            // The fd to finish the object through: the builder's (a regular file), the new
+            // directory's (it becomes the node's), or an O_PATH one.
+            let own = match (&made, kind) {
+                (Some(_), _) => None,
+                (None, FileType::Directory) => Some(sys::open_dir(dir, &bname)?),
+                (None, _) => Some(sys::open_path(dir, &bname)?),
+            };
+            let fd = match (&made, &own) {
+                (Some(f), _) | (None, Some(f)) => f.as_raw_fd(),
+                (None, None) => unreachable!("one of them is set"),
+            };
+            let st = sys::fstat(fd)?;
+            if st.st_uid != uid || st.st_gid != gid {
+                sys::fchown_fd(fd, uid, gid)?;
+            }
+            if kind != FileType::Symlink && st.st_mode & 0o7777 != perm {
+                if made.is_some() {
+                    sys::fchmod(fd, perm)?;
+                } else {
+                    sys::fchmod_fd(fd, perm)?;
                 }
             }
             if kind == FileType::Directory && (slot.over_whiteout || slot.wh_file) {
-                self.set_opaque(dir, &bname)?;
+                self.set_opaque(fd)?;
             }
             if !direct {
                 if kind == FileType::Directory {
@@ -137,31 +150,52 @@ impl UnionFs {
                     sys::renameat2(dir, &bname, pfd, name, 0)?;
                 }
             }
-            Ok(())
+            Ok((st, own))
         };
-        if let Err(e) = finish() {
-            let _ = Self::remove_tree(dir, &bname);
-            return Err(e);
-        }
+        let (st, own) = match finish() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = Self::remove_tree(dir, &bname);
+                return Err(e);
+            }
+        };
         if slot.wh_file {
             let _ = sys::unlinkat(pfd, &whiteout::wh_name(name), 0);
         }
-        self.lookup_node(parent, name)
+        // What a lookup would find now: only the new upper object (the slot made sure no
+        // lower shows the name, or a whiteout hid it, and then a directory was made opaque).
+        let (obj, lower_path) = match (kind, own) {
+            (FileType::Directory, Some(d)) => (Obj::Fd(Arc::new(d)), None),
+            _ => {
+                // A plain file's lower path is its parent's plus its name (what resolve gives;
+                // the node does not store it); a new directory has no lowers.
+                let lp = match kind {
+                    FileType::Directory => None,
+                    _ => self.node(parent)?.st.read().lower_path.clone(),
+                };
+                (Obj::at(slot.pfd.clone(), name), lp.map(|p| p.join(name)))
+            }
+        };
+        let f = Found {
+            upper: Some((obj, st)),
+            lower_path,
+            ..Default::default()
+        };
+        Ok((self.node_for(parent, name, f), made))
     }
 
-    /// Marks directory `dir/name` opaque in the configured format.
-    pub(crate) fn set_opaque(&self, dir: RawFd, name: &OsStr) -> io::Result<()> {
-        let fd = sys::open_dir(dir, name)?;
+    /// Marks the directory behind `fd` opaque in the configured format.
+    pub(crate) fn set_opaque(&self, fd: RawFd) -> io::Result<()> {
         if self.wh_files() {
             sys::openat(
-                fd.as_raw_fd(),
+                fd,
                 OsStr::new(whiteout::WH_OPAQUE),
                 libc::O_CREAT | libc::O_WRONLY,
                 0o600,
             )
             .map(drop)
         } else {
-            sys::setxattr_fd(fd.as_raw_fd(), &self.ovl_xattr("opaque"), b"y", 0)
+            sys::setxattr_fd(fd, &self.ovl_xattr("opaque"), b"y", 0)
         }
     }
 

@@ -232,6 +232,35 @@ pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::fchmod(fd, mode & 0o7777) }).map(drop)
 }
 
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`: chown by name, without opening.
+pub fn fchownat_nofollow(dir: RawFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::fchownat(dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+}
+
+/// chmod of `dir/name` without following a symlink and without opening it (`fchmodat2`,
+/// Linux 6.6+); `Err(ENOSYS)` on older kernels, `Err(EOPNOTSUPP)` for a symlink.
+pub fn fchmodat_nofollow(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    const SYS_FCHMODAT2: libc::c_long = 452;
+    let c = cstr(name)?;
+    // SAFETY: valid C string; fchmodat2 takes (dirfd, path, mode, flags).
+    let r = unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            dir,
+            c.as_ptr(),
+            (mode & 0o7777) as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Sets atime/mtime of `dir/name` without following a symlink.
 pub fn utimensat(dir: RawFd, name: &OsStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     let c = cstr(name)?;
@@ -317,6 +346,81 @@ pub fn listxattr_fd(fd: RawFd) -> io::Result<Vec<CString>> {
         .filter(|s| !s.is_empty())
         .map(|s| CString::new(s).expect("split on NUL"))
         .collect())
+}
+
+/// `/proc/self/fd/DIR/NAME`: reaches `name` inside the directory `dir` (the `l*` xattr calls
+/// do not follow it when it is a symlink).
+fn at_path(dir: RawFd, name: &OsStr) -> io::Result<CString> {
+    let mut p = format!("/proc/self/fd/{dir}/").into_bytes();
+    p.extend_from_slice(name.as_bytes());
+    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Lists the xattr names of `dir/name` without opening it or following a symlink.
+pub fn listxattr_at(dir: RawFd, name: &OsStr) -> io::Result<Vec<CString>> {
+    let p = at_path(dir, name)?;
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        // SAFETY: valid C string; buf writable for its length.
+        let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
+            Some(libc::ERANGE) => {
+                // SAFETY: size query.
+                let need = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+                if need < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf.resize(need as usize + 1, 0);
+            }
+            _ => return Err(e),
+        }
+    };
+    Ok(buf[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| CString::new(s).expect("split on NUL"))
+        .collect())
+}
+
+/// Reads xattr `attr` of `dir/name` without opening it or following a symlink; `Ok(None)` if
+/// absent or unsupported.
+pub fn getxattr_at(dir: RawFd, name: &OsStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let p = at_path(dir, name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid C strings; buf is writable for buf.len() bytes.
+        let r = unsafe {
+            libc::lgetxattr(
+                p.as_ptr(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => return Ok(None),
+            Some(libc::ERANGE) => {
+                // SAFETY: a size query with a NULL buffer.
+                let need =
+                    unsafe { libc::lgetxattr(p.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0) };
+                if need < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf.resize(need as usize + 1, 0);
+            }
+            _ => return Err(e),
+        }
+    }
 }
 
 /// Sets xattr `name` on the object behind `fd`.
