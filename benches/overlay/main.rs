@@ -154,6 +154,7 @@ fn main() {
     }
     if rcl_fs.is_file() {
         impls.push(Impl::RclFs(rcl_fs.clone()));
+        impls.push(Impl::RclFsNoSync(rcl_fs.clone()));
     } else {
         ctx.rec.borrow_mut().not_run(
             "rcl-fs",
@@ -244,6 +245,9 @@ fn main() {
         });
         for imp in &impls {
             if *imp == Impl::KernelMeta && !w.metacopy {
+                continue;
+            }
+            if matches!(imp, Impl::RclFsNoSync(_)) && !w.name.starts_with("copyup") {
                 continue;
             }
             ctx.rec
@@ -696,7 +700,10 @@ fn check(ok: bool, why: impl FnOnce() -> String) -> io::Result<()> {
 /// Peak RSS of each FUSE server after a cold walk of the big tree (measured once).
 fn peak_rss(ctx: &Ctx, impls: &[Impl]) {
     let files = ctx.layers.sizes.rss_files;
-    for imp in impls.iter().filter(|i| i.is_fuse()) {
+    let servers = impls
+        .iter()
+        .filter(|i| i.is_fuse() && !matches!(i, Impl::RclFsNoSync(_)));
+    for imp in servers {
         let r = (|| -> Result<serde_json::Value, String> {
             let m = mounts::mount(imp, &ctx.layers.lowerdir(), &ctx.base)?;
             let pid = m.server_pid.ok_or("server process not found")?;

@@ -20,6 +20,9 @@ pub enum Impl {
     FuseOverlayfs(PathBuf),
     /// rcl-fs at this path.
     RclFs(PathBuf),
+    /// rcl-fs with `fsync=0` (copy-ups not fsynced, as fuse-overlayfs 1.10 does them): only
+    /// for the copy-up workloads, to compare the two at the same durability.
+    RclFsNoSync(PathBuf),
 }
 
 impl Impl {
@@ -30,12 +33,16 @@ impl Impl {
             Impl::KernelMeta => "kernel-metacopy",
             Impl::FuseOverlayfs(_) => "fuse-overlayfs",
             Impl::RclFs(_) => "rcl-fs",
+            Impl::RclFsNoSync(_) => "rcl-fs-fsync0",
         }
     }
 
     /// True for implementations served by a FUSE daemon.
     pub fn is_fuse(&self) -> bool {
-        matches!(self, Impl::FuseOverlayfs(_) | Impl::RclFs(_))
+        matches!(
+            self,
+            Impl::FuseOverlayfs(_) | Impl::RclFs(_) | Impl::RclFsNoSync(_)
+        )
     }
 }
 
@@ -83,6 +90,11 @@ pub fn mount(imp: &Impl, lowerdir: &str, base: &Path) -> Result<Mounted, String>
         Impl::FuseOverlayfs(bin) | Impl::RclFs(bin) => {
             let mut c = Command::new(bin);
             c.args(["-o", &opts]).arg(&mnt);
+            c
+        }
+        Impl::RclFsNoSync(bin) => {
+            let mut c = Command::new(bin);
+            c.args(["-o", &format!("{opts},fsync=0")]).arg(&mnt);
             c
         }
     };
