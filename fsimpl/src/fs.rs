@@ -348,11 +348,7 @@ impl UnionFs {
                 return Err(eno(libc::ENODATA));
             }
             let n = self.node(ino.0)?;
-            let meta =
-                n.st.read()
-                    .meta()
-                    .cloned()
-                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let meta = n.meta_obj()?;
             meta.getxattr(&c)?.ok_or_else(|| eno(libc::ENODATA))
         })();
         match r {
@@ -629,11 +625,7 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.node(ino.0).and_then(|n| {
-            let meta =
-                n.st.read()
-                    .meta()
-                    .cloned()
-                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let meta = n.meta_obj()?;
             sys::readlink_fd(meta.fd()?.as_raw_fd())
         });
         match r {
@@ -1120,11 +1112,7 @@ impl Filesystem for UnionFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> io::Result<Vec<u8>> {
             let n = self.node(ino.0)?;
-            let meta =
-                n.st.read()
-                    .meta()
-                    .cloned()
-                    .ok_or_else(|| eno(libc::ESTALE))?;
+            let meta = n.meta_obj()?;
             let fd = meta.fd()?;
             let fd = fd.as_raw_fd();
             let mut out = Vec::new();
@@ -1153,11 +1141,7 @@ impl Filesystem for UnionFs {
             }
             let n = self.node(ino.0)?;
             {
-                let meta =
-                    n.st.read()
-                        .meta()
-                        .cloned()
-                        .ok_or_else(|| eno(libc::ESTALE))?;
+                let meta = n.meta_obj()?;
                 let fd = meta.fd()?;
                 let fd = fd.as_raw_fd();
                 if sys::getxattr_fd(fd, &c)?.is_none() {

@@ -240,6 +240,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// The object holding its attributes (upper, else top lower); `ESTALE` when it has none.
+    pub fn meta_obj(&self) -> io::Result<Obj> {
+        self.st
+            .read()
+            .meta()
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))
+    }
+
     /// A new node with a zero lookup count.
     pub fn new(ino: u64, kind: FileType, st: NodeState) -> Node {
         Node {

@@ -279,12 +279,27 @@ pub fn utimens_fd(fd: RawFd, times: &[libc::timespec; 2]) -> io::Result<()> {
 /// Reads xattr `name` of the object behind `fd` (an `O_PATH` fd works); `Ok(None)` if absent
 /// or the filesystem/object does not support it.
 pub fn getxattr_fd(fd: RawFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let p = proc_path(fd);
+    getxattr_path(&proc_path(fd), name, false)
+}
+
+/// `getxattr` (`lgetxattr` with `nofollow`) of path `p` into a buffer that grows as needed.
+fn getxattr_path(p: &CStr, name: &CStr, nofollow: bool) -> io::Result<Option<Vec<u8>>> {
+    type GetFn = unsafe extern "C" fn(
+        *const libc::c_char,
+        *const libc::c_char,
+        *mut libc::c_void,
+        libc::size_t,
+    ) -> libc::ssize_t;
+    let get: GetFn = if nofollow {
+        libc::lgetxattr
+    } else {
+        libc::getxattr
+    };
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: valid C strings; buf is writable for buf.len() bytes.
         let r = unsafe {
-            libc::getxattr(
+            get(
                 p.as_ptr(),
                 name.as_ptr(),
                 buf.as_mut_ptr().cast(),
@@ -300,8 +315,7 @@ pub fn getxattr_fd(fd: RawFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
             Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => return Ok(None),
             Some(libc::ERANGE) => {
                 // SAFETY: a size query with a NULL buffer.
-                let need =
-                    unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+                let need = unsafe { get(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
                 if need < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -319,11 +333,22 @@ pub fn xattr_is_y(fd: RawFd, name: &CStr) -> bool {
 
 /// Lists the xattr names of the object behind `fd`.
 pub fn listxattr_fd(fd: RawFd) -> io::Result<Vec<CString>> {
-    let p = proc_path(fd);
+    listxattr_path(&proc_path(fd), false)
+}
+
+/// `listxattr` (`llistxattr` with `nofollow`) of path `p`, as separate names.
+fn listxattr_path(p: &CStr, nofollow: bool) -> io::Result<Vec<CString>> {
+    type ListFn =
+        unsafe extern "C" fn(*const libc::c_char, *mut libc::c_char, libc::size_t) -> libc::ssize_t;
+    let list: ListFn = if nofollow {
+        libc::llistxattr
+    } else {
+        libc::listxattr
+    };
     let mut buf = vec![0u8; 1024];
     let n = loop {
         // SAFETY: valid C string; buf writable for its length.
-        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let r = unsafe { list(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r >= 0 {
             break r as usize;
         }
@@ -332,7 +357,7 @@ pub fn listxattr_fd(fd: RawFd) -> io::Result<Vec<CString>> {
             Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
             Some(libc::ERANGE) => {
                 // SAFETY: size query.
-                let need = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+                let need = unsafe { list(p.as_ptr(), std::ptr::null_mut(), 0) };
                 if need < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -358,69 +383,13 @@ fn at_path(dir: RawFd, name: &OsStr) -> io::Result<CString> {
 
 /// Lists the xattr names of `dir/name` without opening it or following a symlink.
 pub fn listxattr_at(dir: RawFd, name: &OsStr) -> io::Result<Vec<CString>> {
-    let p = at_path(dir, name)?;
-    let mut buf = vec![0u8; 1024];
-    let n = loop {
-        // SAFETY: valid C string; buf writable for its length.
-        let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
-            Some(libc::ERANGE) => {
-                // SAFETY: size query.
-                let need = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
-                if need < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                buf.resize(need as usize + 1, 0);
-            }
-            _ => return Err(e),
-        }
-    };
-    Ok(buf[..n]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| CString::new(s).expect("split on NUL"))
-        .collect())
+    listxattr_path(&at_path(dir, name)?, true)
 }
 
 /// Reads xattr `attr` of `dir/name` without opening it or following a symlink; `Ok(None)` if
 /// absent or unsupported.
 pub fn getxattr_at(dir: RawFd, name: &OsStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let p = at_path(dir, name)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: valid C strings; buf is writable for buf.len() bytes.
-        let r = unsafe {
-            libc::lgetxattr(
-                p.as_ptr(),
-                attr.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => return Ok(None),
-            Some(libc::ERANGE) => {
-                // SAFETY: a size query with a NULL buffer.
-                let need =
-                    unsafe { libc::lgetxattr(p.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0) };
-                if need < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                buf.resize(need as usize + 1, 0);
-            }
-            _ => return Err(e),
-        }
-    }
+    getxattr_path(&at_path(dir, name)?, attr, true)
 }
 
 /// Sets xattr `name` on the object behind `fd`.
