@@ -473,6 +473,33 @@ fn caller_has_fsetid(pid: u32) -> bool {
             .is_some_and(|c| c & (1 << CAP_FSETID) != 0)
 }
 
+impl UnionFs {
+    /// mknod/mkdir/symlink: makes `parent/name` of `kind` with `build(dir, name, perm)` for
+    /// the requester (refused on a read-only mount) and replies with its entry.
+    #[allow(clippy::too_many_arguments)]
+    fn make_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: FileType,
+        perm: u32,
+        reply: ReplyEntry,
+        build: impl FnOnce(std::os::fd::RawFd, &OsStr, u32) -> io::Result<()>,
+    ) {
+        if let Some(x) = self.ro() {
+            return reply.error(x);
+        }
+        let r = self.create_obj(parent.0, name, kind, perm, Creator::of(req), |d, n, m| {
+            build(d, n, m).map(|()| None)
+        });
+        match r {
+            Ok((n, _)) => self.entry(&n, reply),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+}
+
 /// True when this process runs in the initial user namespace (identity uid map).
 fn in_initial_userns() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
@@ -644,19 +671,11 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        if let Some(x) = self.ro() {
-            return reply.error(x);
-        }
-        let who = Creator::of(req);
         let kind = crate::core::kind_of(mode);
         let perm = mode & !umask & 0o7777;
-        let r = self.create_obj(parent.0, name, kind, perm, who, |d, n, m| {
-            sys::mknodat(d, n, (mode & libc::S_IFMT) | m, rdev as u64).map(|()| None)
+        self.make_entry(req, parent, name, kind, perm, reply, |d, n, m| {
+            sys::mknodat(d, n, (mode & libc::S_IFMT) | m, rdev as u64)
         });
-        match r {
-            Ok((n, _)) => self.entry(&n, reply),
-            Err(err) => reply.error(e(err)),
-        }
     }
 
     fn mkdir(
@@ -668,18 +687,16 @@ impl Filesystem for UnionFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        if let Some(x) = self.ro() {
-            return reply.error(x);
-        }
-        let who = Creator::of(req);
         let perm = mode & !umask & 0o7777;
-        let r = self.create_obj(parent.0, name, FileType::Directory, perm, who, |d, n, m| {
-            sys::mkdirat(d, n, m).map(|()| None)
-        });
-        match r {
-            Ok((n, _)) => self.entry(&n, reply),
-            Err(err) => reply.error(e(err)),
-        }
+        self.make_entry(
+            req,
+            parent,
+            name,
+            FileType::Directory,
+            perm,
+            reply,
+            sys::mkdirat,
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -710,22 +727,15 @@ impl Filesystem for UnionFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        if let Some(x) = self.ro() {
-            return reply.error(x);
-        }
-        let who = Creator::of(req);
-        let r = self.create_obj(
-            parent.0,
+        self.make_entry(
+            req,
+            parent,
             link_name,
             FileType::Symlink,
             0o777,
-            who,
-            |d, n, _| sys::symlinkat(target.as_os_str(), d, n).map(|()| None),
+            reply,
+            |d, n, _| sys::symlinkat(target.as_os_str(), d, n),
         );
-        match r {
-            Ok((n, _)) => self.entry(&n, reply),
-            Err(err) => reply.error(e(err)),
-        }
     }
 
     fn rename(
