@@ -6,7 +6,7 @@ use crate::layer::{DevIndex, Layer};
 use crate::node::{Fd, Name, Node, NodeState, NodeTable, Obj};
 use crate::{sys, whiteout, Error};
 use fuser::{FileAttr, FileType};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Lookups of missing names in one directory before its layer directories are scanned for
@@ -142,6 +142,9 @@ pub struct UnionFs {
     pub(crate) dirs: RwLock<HashMap<u64, Arc<crate::dircache::DirHandle>>>,
     /// Merged listings per directory (dircache.rs).
     pub(crate) dircache: crate::dircache::DirCache,
+    /// Lower directories opened to reach files by path (redirects, metacopy data), shared by
+    /// every node that holds one: (layer, path) -> fd while some node keeps it.
+    pub(crate) lower_dirs: Mutex<HashMap<(usize, PathBuf), Weak<OwnedFd>>>,
     pub(crate) next_fh: AtomicU64,
     pub(crate) tmp_seq: AtomicU64,
     pub(crate) passthrough: AtomicBool,
@@ -234,6 +237,7 @@ impl UnionFs {
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),
             dircache: Default::default(),
+            lower_dirs: Default::default(),
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(0),
             writeback: AtomicBool::new(false),
@@ -555,15 +559,39 @@ impl UnionFs {
                     break;
                 }
             } else {
-                let dirfd = match cur {
-                    Some(c) => Arc::new(c),
-                    None => Arc::new(sys::open_dir(layer.raw(), OsStr::new("."))?),
-                };
+                let dir: PathBuf = dirs.iter().collect();
+                let dirfd = self.shared_lower_dir(li, dir, || match cur {
+                    Some(c) => Ok(c),
+                    None => sys::open_dir(layer.raw(), OsStr::new(".")),
+                })?;
                 f.lowers.push((li, Obj::at(dirfd, last), st));
                 break;
             }
         }
         Ok(())
+    }
+
+    /// The fd of lower directory `dir` of layer `li`, shared with every node already holding
+    /// it, else `open()`ed and shared from now on: files reached by path (many renamed
+    /// metacopy files in one directory) cost one fd per directory, not one each.
+    fn shared_lower_dir(
+        &self,
+        li: usize,
+        dir: PathBuf,
+        open: impl FnOnce() -> io::Result<OwnedFd>,
+    ) -> io::Result<Fd> {
+        let mut map = self.lower_dirs.lock();
+        let key = (li, dir);
+        if let Some(fd) = map.get(&key).and_then(Weak::upgrade) {
+            return Ok(fd);
+        }
+        let fd = Arc::new(open()?);
+        // Drop dead entries now and then (at 1024, 2048, 4096... entries: amortised O(1)).
+        if map.len() >= 1024 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        map.insert(key, Arc::downgrade(&fd));
+        Ok(fd)
     }
 
     /// Index entry name of a lower origin.
