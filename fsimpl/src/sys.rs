@@ -597,10 +597,7 @@ pub fn ficlone(dst: RawFd, src: RawFd) -> io::Result<()> {
 
 /// `copy_file_range` of up to `len` bytes at matching offsets; returns bytes copied.
 pub fn copy_file_range(src: RawFd, dst: RawFd, off: u64, len: usize) -> io::Result<usize> {
-    let mut a = off as i64;
-    let mut b = off as i64;
-    // SAFETY: offsets are valid in/out pointers.
-    cvt_ssize(unsafe { libc::copy_file_range(src, &mut a, dst, &mut b, len, 0) } as isize)
+    copy_range(src, off, dst, off, len)
 }
 
 static NO_XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -615,44 +612,19 @@ struct XattrArgs {
 /// Reads xattr `attr` of `dir/name` without following a symlink and without opening it
 /// (`getxattrat`, Linux 6.13+); `Err(ENOSYS)` on older kernels.
 pub fn getxattrat(dir: RawFd, name: &OsStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
-    const SYS_GETXATTRAT: libc::c_long = 464;
-    if NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) || !cfg!(target_arch = "x86_64") {
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-    }
     let c = cstr(name)?;
     let mut buf = vec![0u8; 256];
     loop {
-        let mut args = XattrArgs {
-            value: buf.as_mut_ptr() as u64,
-            size: buf.len() as u32,
-            flags: 0,
-        };
-        // SAFETY: valid C strings; args points at a writable buffer of args.size bytes and
-        // its own size is passed.
-        let r = unsafe {
-            libc::syscall(
-                SYS_GETXATTRAT,
-                dir,
-                c.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-                attr.as_ptr(),
-                &mut args as *mut XattrArgs,
-                std::mem::size_of::<XattrArgs>(),
-            )
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < (1 << 16) => buf.resize(1 << 16, 0),
-            Some(libc::ENOSYS) => {
-                NO_XATTRAT.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Err(e);
+        match getxattrat_into(dir, &c, attr, &mut buf) {
+            Ok(Some(n)) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
             }
-            _ => return Err(e),
+            Ok(None) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < (1 << 16) => {
+                buf.resize(1 << 16, 0);
+            }
+            Err(e) => return Err(e),
         }
     }
 }
