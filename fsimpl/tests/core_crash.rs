@@ -45,27 +45,8 @@ fn kill_during_copy_up_is_atomic() {
     let size = 192usize << 20;
     let data: Vec<u8> = (0..size).map(|i| (i / 4096) as u8).collect();
     std::fs::write(l.join("big"), &data).unwrap();
-    let exe = std::env::current_exe().unwrap();
     for (round, delay_ms) in [5u64, 40, 120].into_iter().enumerate() {
-        let spec = format!(
-            "{}|{}|{}|{}",
-            l.display(),
-            m.upper.display(),
-            m.work.display(),
-            m.mnt.display()
-        );
-        let mut server = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_server_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV, spec)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut server = spawn_server(&m, &[]);
         let guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
         assert!(wait_mounted(&m.mnt), "server did not mount");
         let mut writer = Command::new("sh")
@@ -111,12 +92,9 @@ fn kill_during_copy_up_is_atomic() {
     }
 }
 
-/// Many files, few fds: the server runs with RLIMIT_NOFILE 512 (and without
-/// CAP_SYS_RESOURCE, so it cannot raise it) and still walks, chmods and removes a tree of
-/// 4000 lower files that the kernel keeps cached.
-/// Serves `m`'s layers from a separate process limited to 1,024 fds (and unable to raise it)
-/// and runs `script` in the mount; `None` (after a loud skip) when that process cannot mount.
-fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
+/// Starts [`crash_server_process`] over `m`'s layers in a new process, run through `wrapper`
+/// (a command and its arguments, e.g. `prlimit ...`; empty: directly).
+fn spawn_server(m: &Mounted, wrapper: &[&str]) -> std::process::Child {
     let spec = format!(
         "{}|{}|{}|{}",
         m.lower(0).display(),
@@ -125,26 +103,41 @@ fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
         m.mnt.display()
     );
     let exe = std::env::current_exe().unwrap();
-    let mut server = Command::new("setpriv")
-        .args([
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.args([
+        "--exact",
+        "crash_server_process",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ENV, spec)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// Serves `m`'s layers from a separate process limited to 1,024 fds (and unable to raise it)
+/// and runs `script` in the mount; `None` (after a loud skip) when that process cannot mount.
+fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
+    let mut server = spawn_server(
+        m,
+        &[
+            "setpriv",
             "--bounding-set=-sys_resource",
             "--",
             "prlimit",
             "--nofile=1024:1024",
             "--",
-        ])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "crash_server_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV, spec)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let _guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
     if !wait_mounted(&m.mnt) {
         let _ = server.kill();
@@ -170,6 +163,9 @@ fn lower_tree(m: &Mounted) {
     }
 }
 
+/// Many files, few fds: the server runs with RLIMIT_NOFILE 1024 (and without
+/// CAP_SYS_RESOURCE, so it cannot raise it) and still walks, chmods and removes a tree of
+/// 4000 lower files that the kernel keeps cached.
 #[test]
 fn large_tree_within_a_small_fd_limit() {
     need_fuse!();
