@@ -51,6 +51,7 @@ DESCR = {
     "chmod-R": "chmod -R of {n:g} lower files + sync",
     "rm-rf": "rm -rf of a {n:g}-file lower tree + sync",
     "untar": "untar of a {n:g}-entry tarball + sync",
+    "roundtrip-warm": "one request: lgetxattr of an absent xattr, {n:g} calls, warm",
     "container-start": "container start (`rcl run` of true)",
 }
 
@@ -226,6 +227,19 @@ def main():
                      "rcl-fs-fsync0 = rcl-fs with `fsync=0`), rcl-fs-fsync0/fuse-overlayfs: "
                      + ", ".join(same) + ".\n")
 
+    # The cost of one request, and the machine's floor under it.
+    per = []
+    for i in present:
+        r = rows.get(("roundtrip-warm", i))
+        m = median(r) if r else None
+        if m is not None:
+            per.append(f"{i} {m / r['work'] * 1e6:.1f} us")
+    pipe = [e for e in doc.get("extras", []) if e.get("what") == "pipe-roundtrip"]
+    if per:
+        floor = (f"; two threads passing a byte over pipes (two wake-ups, as a request and its "
+                 f"reply) take {pipe[0]['us']:.1f} us per round trip on this machine") if pipe else ""
+        lines.append("Time per request (`roundtrip-warm`; one FUSE round trip on the FUSE servers, "
+                     f"in-kernel work on kernel overlayfs): {', '.join(per)}{floor}.\n")
     starts = {i: rows[("container-start", i)] for i in ("rcl", "runc") if ("container-start", i) in rows}
     if starts:
         parts = [f"{i} {value(r)[1]}" for i, r in starts.items()]

@@ -15,7 +15,7 @@ mod record;
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -210,7 +210,7 @@ fn main() {
             .is_none_or(|f| f.split('|').any(|alt| name.contains(alt)))
     };
     // The measurements outside criterion's groups first: they are quick.
-    for (name, rss) in [("rss-walk", true), ("container-start", false)] {
+    for name in ["rss-walk", "container-start", "pipe-roundtrip"] {
         if !wanted(name) {
             continue;
         }
@@ -218,10 +218,12 @@ fn main() {
             ctx.rec
                 .borrow_mut()
                 .not_run(name, "RCL_BENCH_BUDGET_S ran out before it started");
-        } else if rss {
-            peak_rss(&ctx, &impls);
-        } else {
-            container_start(&ctx, &mut c, &target_dir);
+            continue;
+        }
+        match name {
+            "rss-walk" => peak_rss(&ctx, &impls),
+            "container-start" => container_start(&ctx, &mut c, &target_dir),
+            _ => pipe_roundtrip(&ctx),
         }
     }
     for w in workloads(&ctx.layers) {
@@ -357,6 +359,11 @@ fn workloads(l: &Layers) -> Vec<Workload> {
     };
     let (n1m, n4k, nbig) = (s.copyup_1m, s.copyup_4k, s.copyup_big);
     let (seq, nrand, ncreate) = (s.seq_bytes, s.rand_reads, s.create_files);
+    // Warm random reads cost ~1 us each: 32x more per iteration than cold keeps a sample in the
+    // tens of milliseconds, where timer and scheduler noise no longer decide the ratio.
+    let nrand_warm = nrand * 32;
+    // One FUSE round trip per call on the FUSE servers; in-kernel work only on kernel overlayfs.
+    let nrt = ((20_000.0 * s.scale) as usize).max(1_000);
     let (tdirs, tper, flat) = (s.tree_dirs, s.tree_files_per_dir, s.flat_entries);
     let ntree = s.tree_files() as f64;
     let mut v = vec![
@@ -411,10 +418,10 @@ fn workloads(l: &Layers) -> Vec<Workload> {
         w(
             "randread-warm",
             Kind::Throughput,
-            nrand as f64,
+            nrand_warm as f64,
             "reads",
             Mode::Warm,
-            Box::new(move |m, _| rand_read(m, seq, nrand)),
+            Box::new(move |m, _| rand_read(m, seq, nrand_warm)),
         ),
         w(
             "create-fsync",
@@ -465,6 +472,14 @@ fn workloads(l: &Layers) -> Vec<Workload> {
             Box::new(move |m, _| walk(&m.join("tree")).map(|_| ())),
         ),
         w(
+            "roundtrip-warm",
+            Kind::Time,
+            nrt as f64,
+            "requests",
+            Mode::Warm,
+            Box::new(move |m, _| round_trips(m, nrt)),
+        ),
+        w(
             "chmod-R",
             Kind::Time,
             ntree,
@@ -493,7 +508,7 @@ fn workloads(l: &Layers) -> Vec<Workload> {
         x.metacopy = x.name == "chmod-R";
     }
     // The rows without a target go last, where a time budget cuts first.
-    v.sort_by_key(|x| matches!(x.name, "stat-cold" | "walk-cold"));
+    v.sort_by_key(|x| matches!(x.name, "stat-cold" | "walk-cold" | "roundtrip-warm"));
     v
 }
 
@@ -615,9 +630,67 @@ fn walk_lenient(dir: &Path, errors: &mut (usize, Option<String>)) {
     }
 }
 
+/// `n` times [`caps_probe`] on one lower file: on a FUSE server each call is one request and
+/// its reply (the kernel caches no xattrs for FUSE), so this measures the round trip itself.
+fn round_trips(mnt: &Path, n: usize) -> io::Result<()> {
+    let path = c_path(&mnt.join("tree/d000/f000"))?;
+    for _ in 0..n {
+        caps_probe(&path)?;
+    }
+    Ok(())
+}
+
+/// The scheduler's floor under any FUSE round trip on this machine: two threads passing one
+/// byte back and forth over two pipes (two wake-ups per round trip, as a FUSE request and its
+/// reply). Median of 5 runs of 20,000 round trips, recorded beside the results.
+fn pipe_roundtrip(ctx: &Ctx) {
+    const N: usize = 20_000;
+    let one_run = || -> io::Result<f64> {
+        let (mut to_r, mut to_w) = std::io::pipe()?;
+        let (mut back_r, mut back_w) = std::io::pipe()?;
+        let echo = std::thread::spawn(move || -> io::Result<()> {
+            let mut b = [0u8; 1];
+            for _ in 0..N {
+                to_r.read_exact(&mut b)?;
+                back_w.write_all(&b)?;
+            }
+            Ok(())
+        });
+        let mut b = [7u8; 1];
+        let t = Instant::now();
+        for _ in 0..N {
+            to_w.write_all(&b)?;
+            back_r.read_exact(&mut b)?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / N as f64;
+        echo.join()
+            .map_err(|_| io::Error::other("echo thread panicked"))??;
+        Ok(us)
+    };
+    let r: io::Result<Vec<f64>> = (0..5).map(|_| one_run()).collect();
+    let mut rec = ctx.rec.borrow_mut();
+    match r {
+        Ok(mut v) => {
+            v.sort_by(f64::total_cmp);
+            eprintln!("rcl-bench: pipe round trip {:.1} us", v[2]);
+            rec.extra(json!({"what": "pipe-roundtrip", "us": v[2], "runs_us": v}));
+        }
+        Err(e) => rec.not_run("pipe-roundtrip", &e.to_string()),
+    }
+    rec.flush();
+}
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
+}
+
 /// Asks for `security.capability` like `ls` does; "no such attribute" is the expected answer.
 fn lgetxattr_probe(p: &Path) -> io::Result<()> {
-    let path = CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    caps_probe(&c_path(p)?)
+}
+
+/// [`lgetxattr_probe`] on a path already made a C string.
+fn caps_probe(path: &std::ffi::CStr) -> io::Result<()> {
     let mut buf = [0u8; 256];
     // SAFETY: both strings are NUL-terminated and live across the call; the buffer pointer and
     // length describe `buf`, which the kernel writes at most `buf.len()` bytes into.
