@@ -483,14 +483,15 @@ impl UnionFs {
         parent: INodeNo,
         name: &OsStr,
         kind: FileType,
-        perm: u32,
+        (perm, umask): (u32, u32),
         reply: ReplyEntry,
         build: impl FnOnce(std::os::fd::RawFd, &OsStr, u32) -> io::Result<()>,
     ) {
         if let Some(x) = self.ro() {
             return reply.error(x);
         }
-        let r = self.create_obj(parent.0, name, kind, perm, Creator::of(req), |d, n, m| {
+        let who = Creator::of(req);
+        let r = self.create_obj(parent.0, name, kind, (perm, umask), who, |d, n, m| {
             build(d, n, m).map(|()| None)
         });
         match r {
@@ -524,6 +525,16 @@ impl Filesystem for UnionFs {
             // the kernel then stops asking for security.capability before every write and
             // for fresh attributes before every chown.
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        // POSIX ACLs: the kernel then checks them in its permission checks (as kernel overlayfs
+        // does; without it only the mode bits count) and caches them per inode, so `ls -l`'s
+        // getxattr(system.posix_acl_access) on each entry no longer goes to the server.
+        let want = if self.cfg.noacl {
+            want
+        } else {
+            // With ACLs the umask is ours to apply (see `create_obj`): a default ACL on the
+            // parent replaces it.
+            want | InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK
+        };
         let have = config.capabilities();
         let _ = config.add_capabilities(want & have);
         let _ = config.set_max_write(1 << 20);
@@ -672,7 +683,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let kind = crate::core::kind_of(mode);
-        let perm = mode & !umask & 0o7777;
+        let perm = (mode & 0o7777, umask);
         self.make_entry(req, parent, name, kind, perm, reply, |d, n, m| {
             sys::mknodat(d, n, (mode & libc::S_IFMT) | m, rdev as u64)
         });
@@ -687,13 +698,12 @@ impl Filesystem for UnionFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let perm = mode & !umask & 0o7777;
         self.make_entry(
             req,
             parent,
             name,
             FileType::Directory,
-            perm,
+            (mode & 0o7777, umask),
             reply,
             sys::mkdirat,
         );
@@ -732,7 +742,7 @@ impl Filesystem for UnionFs {
             parent,
             link_name,
             FileType::Symlink,
-            0o777,
+            (0o777, 0),
             reply,
             |d, n, _| sys::symlinkat(target.as_os_str(), d, n),
         );
@@ -1191,7 +1201,7 @@ impl Filesystem for UnionFs {
             return reply.error(x);
         }
         let who = Creator::of(req);
-        let perm = mode & !umask & 0o7777;
+        let perm = (mode & 0o7777, umask);
         // The file is created open for the handle: no second open by name.
         let hflags = self.handle_flags(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC));
         let r = self

@@ -82,16 +82,20 @@ impl UnionFs {
     /// whiteout is made opaque. Returns the new node (lookup count unchanged) and the fd the
     /// builder returned (a regular file opened for I/O).
     ///
-    /// The builder gets the permission bits to create with, so that the usual case (a
-    /// creator whose ids the server's own creation already gives, a mode the umask keeps)
-    /// needs no chown and no chmod; set-ID bits come only after the chown, which clears them.
-    /// The node is made from what was just created, without resolving the name again.
+    /// `perm` is the requested mode before `umask`. The builder runs with the requester's
+    /// umask in force, so the upper file system gives the new object the parent's default
+    /// ACL (which replaces the umask) or else applies the umask, as for a local create; an
+    /// object made in the work dir (over a whiteout) is made in a scratch directory that
+    /// carries the parent's default ACL. The usual case (a creator whose ids the server's own
+    /// creation already gives) needs no chown and no chmod; set-ID bits come only after the
+    /// chown, which clears them. The node is made from what was just created, without
+    /// resolving the name again.
     pub(crate) fn create_obj(
         &self,
         parent: u64,
         name: &OsStr,
         kind: FileType,
-        perm: u32,
+        (perm, umask): (u32, u32),
         who: Creator,
         build: impl FnOnce(RawFd, &OsStr, u32) -> io::Result<Option<OwnedFd>>,
     ) -> io::Result<(Arc<Node>, Option<OwnedFd>)> {
@@ -110,12 +114,13 @@ impl UnionFs {
             self.host_gid(who.gid)?
         };
         let direct = !slot.over_whiteout;
-        let (dir, bname) = if direct {
-            (pfd, name.to_os_string())
-        } else {
-            (self.work_fd()?, self.tmp_name())
+        let scratch = if direct { None } else { self.acl_scratch(pfd)? };
+        let (dir, bname) = match (&scratch, direct) {
+            (_, true) => (pfd, name.to_os_string()),
+            (Some(s), false) => (s.fd.as_raw_fd(), self.tmp_name()),
+            (None, false) => (self.work_fd()?, self.tmp_name()),
         };
-        let made = build(dir, &bname, perm & 0o777)?;
+        let made = sys::with_umask(umask, || build(dir, &bname, perm & 0o777))??;
         let finish = || -> io::Result<(libc::stat, Option<OwnedFd>)> {
             // The fd to finish the object through: the builder's (a regular file), the new
             // directory's (it becomes the node's), or an O_PATH one.
@@ -132,11 +137,14 @@ impl UnionFs {
             if st.st_uid != uid || st.st_gid != gid {
                 sys::fchown_fd(fd, uid, gid)?;
             }
-            if kind != FileType::Symlink && st.st_mode & 0o7777 != perm {
+            // The permission bits are the file system's (umask or default ACL); the set-ID
+            // and sticky bits asked for are added here, after the chown.
+            let mode = (st.st_mode & 0o777) | (perm & 0o7000);
+            if kind != FileType::Symlink && st.st_mode & 0o7777 != mode {
                 if made.is_some() {
-                    sys::fchmod(fd, perm)?;
+                    sys::fchmod(fd, mode)?;
                 } else {
-                    sys::fchmod_fd(fd, perm)?;
+                    sys::fchmod_fd(fd, mode)?;
                 }
             }
             if kind == FileType::Directory && (slot.over_whiteout || slot.wh_file) {
@@ -182,6 +190,28 @@ impl UnionFs {
             ..Default::default()
         };
         Ok((self.node_for(parent, name, f), made))
+    }
+
+    /// A scratch directory in the work dir carrying the default ACL of the directory `pfd`,
+    /// for objects that are made in the work dir and then renamed under `pfd`; `None` when
+    /// `pfd` has no default ACL (or ACLs are off). Removed with what is left in it on drop.
+    fn acl_scratch(&self, pfd: RawFd) -> io::Result<Option<Scratch>> {
+        if self.cfg.noacl {
+            return Ok(None);
+        }
+        let Some(acl) = sys::getxattr_fd(pfd, ACL_DEFAULT)? else {
+            return Ok(None);
+        };
+        let work = self.work_fd()?;
+        let name = self.tmp_name();
+        sys::mkdirat(work, &name, 0o700)?;
+        let s = Scratch {
+            fd: sys::open_dir(work, &name)?,
+            work,
+            name,
+        };
+        sys::setxattr_fd(s.fd.as_raw_fd(), ACL_DEFAULT, &acl, 0)?;
+        Ok(Some(s))
     }
 
     /// Marks the directory behind `fd` opaque in the configured format.
@@ -649,5 +679,21 @@ impl UnionFs {
         self.adjust_nlink(up.as_raw_fd(), 1);
         node.unlinked.store(false, Ordering::Release);
         self.lookup_node(newparent, newname)
+    }
+}
+
+/// The xattr holding a directory's default POSIX ACL.
+const ACL_DEFAULT: &std::ffi::CStr = c"system.posix_acl_default";
+
+/// A directory in the work dir that lives as long as one create (see `acl_scratch`).
+pub(crate) struct Scratch {
+    fd: OwnedFd,
+    work: RawFd,
+    name: std::ffi::OsString,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = UnionFs::remove_tree(self.work, &self.name);
     }
 }

@@ -276,6 +276,24 @@ pub fn utimens_fd(fd: RawFd, times: &[libc::timespec; 2]) -> io::Result<()> {
     cvt(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
 }
 
+/// Runs `f` with this thread's umask set to `mask`, then puts the old one back. On first use
+/// the thread stops sharing its umask (with cwd and root, which the server never uses) with
+/// the rest of the process, so concurrent requests each create under their own umask.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> io::Result<T> {
+    use nix::sys::stat::{umask, Mode};
+    thread_local! {
+        static OWN_FS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !OWN_FS.get() {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+        OWN_FS.set(true);
+    }
+    let old = umask(Mode::from_bits_truncate(mask as libc::mode_t & 0o777));
+    let r = f();
+    umask(old);
+    Ok(r)
+}
+
 /// Reads xattr `name` of the object behind `fd` (an `O_PATH` fd works); `Ok(None)` if absent
 /// or the filesystem/object does not support it.
 pub fn getxattr_fd(fd: RawFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
