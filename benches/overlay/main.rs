@@ -646,8 +646,12 @@ fn round_trips(mnt: &Path, n: usize) -> io::Result<()> {
 fn pipe_roundtrip(ctx: &Ctx) {
     const N: usize = 20_000;
     let one_run = || -> io::Result<f64> {
-        let (mut to_r, mut to_w) = std::io::pipe()?;
-        let (mut back_r, mut back_w) = std::io::pipe()?;
+        let pipe = || -> io::Result<(fs::File, fs::File)> {
+            let (r, w) = nix::unistd::pipe()?;
+            Ok((r.into(), w.into()))
+        };
+        let (mut to_r, mut to_w) = pipe()?;
+        let (mut back_r, mut back_w) = pipe()?;
         let echo = std::thread::spawn(move || -> io::Result<()> {
             let mut b = [0u8; 1];
             for _ in 0..N {
