@@ -1,12 +1,16 @@
 //! Pseudo-terminal helpers shared by `rcl run` (a container's terminal) and `rcl exec -t`:
 //! opening a pty pair, making it a controlling terminal, window sizes, raw mode for our own
-//! terminal, and copying between descriptors.
+//! terminal, and the relay loop that copies a terminal both ways while forwarding signals
+//! ([`relay`]).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Instant;
 
+use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::SignalFd;
 
 /// A new pseudo-terminal from the `/dev/ptmx` the caller sees (so a process in a container's
 /// mount namespace gets one of the container's own `/dev/pts`): `(master, slave, slave path)`.
@@ -91,13 +95,9 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies what is readable on `from` to `to`; false at end of file or on error.
-pub fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
-    pump_last(from, to, &mut 0)
-}
-
-/// Like [`pump`], and remembers the last byte copied in `last`.
-pub fn pump_last(from: BorrowedFd<'_>, to: BorrowedFd<'_>, last: &mut u8) -> bool {
+/// Copies what is readable on `from` to `to` and remembers the last byte copied in `last`;
+/// false at end of file or on error.
+fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>, last: &mut u8) -> bool {
     let mut buf = [0u8; 8192];
     match nix::unistd::read(from, &mut buf) {
         Ok(0) => false,
@@ -111,7 +111,7 @@ pub fn pump_last(from: BorrowedFd<'_>, to: BorrowedFd<'_>, last: &mut u8) -> boo
 }
 
 /// Writes all of `data` to `to`, waiting while a non-blocking `to` is full; false on error.
-pub fn write_all(to: BorrowedFd<'_>, data: &[u8]) -> bool {
+fn write_all(to: BorrowedFd<'_>, data: &[u8]) -> bool {
     let mut off = 0;
     while off < data.len() {
         match nix::unistd::write(to, &data[off..]) {
@@ -127,9 +127,155 @@ pub fn write_all(to: BorrowedFd<'_>, data: &[u8]) -> bool {
     true
 }
 
-/// Copies the window size of our terminal (stdin, else stdout) to the terminal `to`.
-pub fn copy_winsize(to: impl AsFd) {
-    if let Some(ws) = get_winsize(0).or_else(|| get_winsize(1)) {
-        set_winsize(to.as_fd().as_raw_fd(), &ws);
+/// The window size of our terminal (stdin, else stdout).
+fn our_winsize() -> Option<libc::winsize> {
+    get_winsize(0).or_else(|| get_winsize(1))
+}
+
+/// The size a relayed terminal gets when we have no terminal: the classic 80x24 (a 0x0
+/// terminal makes programs such as `stty size` fail).
+const DEFAULT_WINSIZE: libc::winsize = libc::winsize {
+    ws_row: 24,
+    ws_col: 80,
+    ws_xpixel: 0,
+    ws_ypixel: 0,
+};
+
+/// The process on the far side of a [`relay`]: where its news and its terminal come from, and
+/// where the signals rcl receives go.
+pub trait Relayed {
+    /// What [`relay`] returns once the process has ended.
+    type Exit;
+
+    /// A descriptor that polls readable when there is news of the process (a pidfd, a
+    /// channel).
+    fn events(&self) -> BorrowedFd<'_>;
+
+    /// Called when [`Relayed::events`] is readable: the exit once the process has ended,
+    /// `None` to go on relaying.
+    fn try_exit(&mut self) -> Result<Option<Self::Exit>>;
+
+    /// Passes on a signal rcl received. SIGWINCH comes here only while there is no terminal;
+    /// with one, the relay copies our window size to it instead.
+    fn signal(&mut self, sig: i32) -> Result<()>;
+
+    /// The master side of the process's terminal, once there is one (asked before every wait
+    /// until it gives one).
+    fn take_terminal(&mut self) -> Option<OwnedFd>;
+
+    /// When to stop waiting even if nothing happens, to call [`Relayed::deadline_passed`].
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called after a wake-up once [`Relayed::deadline`] has passed.
+    fn deadline_passed(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// rcl's side while `peer` runs: relays its terminal (when it has one) to our stdout and, with
+/// `input`, our stdin to it; forwards the signals read from `sfd`; returns the exit once `peer`
+/// has ended, after copying out what is still in the terminal.
+///
+/// The terminal gets our window size (stdin's, else stdout's, else 80x24) at once and again on
+/// each SIGWINCH. When a stdin that is not a terminal ends, the command's input is ended as a
+/// keyboard would: with the terminal's EOF character (twice after an unfinished line: the
+/// first only hands that line over). Our own terminal's mode is the caller's business (see
+/// [`RawMode`]).
+pub fn relay<P: Relayed>(sfd: &SignalFd, peer: &mut P, input: bool) -> Result<P::Exit> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let stdin_tty = nix::unistd::isatty(&stdin).unwrap_or(false);
+    let mut master: Option<OwnedFd> = None;
+    let mut master_open = false;
+    let mut input_open = false;
+    let mut last = b'\n';
+    loop {
+        if master.is_none() {
+            if let Some(m) = peer.take_terminal() {
+                set_nonblocking(&m).context("fcntl")?;
+                set_winsize(m.as_raw_fd(), &our_winsize().unwrap_or(DEFAULT_WINSIZE));
+                master = Some(m);
+                master_open = true;
+                input_open = input;
+            }
+        }
+        let timeout = match peer.deadline() {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let m = master.as_ref().map(|m| m.as_fd());
+        let mut fds = vec![
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(peer.events(), PollFlags::POLLIN),
+        ];
+        if let (true, Some(m)) = (master_open, m) {
+            fds.push(PollFd::new(m, PollFlags::POLLIN));
+        }
+        if let (true, Some(_)) = (input_open, m) {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut i = 2;
+        if let (true, Some(m)) = (master_open, m) {
+            if ready[i] {
+                master_open = pump(m, stdout.as_fd(), &mut 0);
+            }
+            i += 1;
+        }
+        if let (true, Some(m)) = (input_open, m) {
+            if ready[i] && !pump(stdin.as_fd(), m, &mut last) {
+                input_open = false;
+                if !stdin_tty {
+                    let eof: &[u8] = if last == b'\n' { b"\x04" } else { b"\x04\x04" };
+                    write_all(m, eof);
+                }
+            }
+        }
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                match m {
+                    Some(m) if sig == libc::SIGWINCH => {
+                        if let Some(ws) = our_winsize() {
+                            set_winsize(m.as_raw_fd(), &ws);
+                        }
+                    }
+                    _ => peer.signal(sig)?,
+                }
+            }
+        }
+        if ready[1] {
+            if let Some(exit) = peer.try_exit()? {
+                // Hand over what the process wrote before it ended.
+                if let (true, Some(m)) = (master_open, m) {
+                    loop {
+                        let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
+                        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                            break;
+                        }
+                        if !pump(m, stdout.as_fd(), &mut 0) {
+                            break;
+                        }
+                    }
+                }
+                return Ok(exit);
+            }
+        }
+        if peer.deadline().is_some_and(|t| Instant::now() >= t) {
+            peer.deadline_passed()?;
+        }
     }
 }

@@ -13,7 +13,7 @@ mod mounts;
 mod record;
 
 use std::cell::RefCell;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -587,15 +587,20 @@ fn readdir_flat(mnt: &Path, want: usize) -> io::Result<()> {
     })
 }
 
-/// `ls -lR`-like: readdir, then lstat and one getxattr per entry. Returns the entry count.
+/// `ls -lR`-like: readdir, then per entry what coreutils 9.1 `ls -l` asks (strace): lstat,
+/// lgetxattr(security.selinux), getxattr(system.posix_acl_access), and for a directory also
+/// getxattr(system.posix_acl_default). Returns the entry count.
 fn walk(dir: &Path) -> io::Result<usize> {
     let mut n = 0;
     for e in fs::read_dir(dir)? {
         let p = e?.path();
         let md = fs::symlink_metadata(&p)?;
-        lgetxattr_probe(&p)?;
+        let c = c_path(&p)?;
+        xattr_probe(&c, c"security.selinux", true)?;
+        xattr_probe(&c, c"system.posix_acl_access", false)?;
         n += 1;
         if md.is_dir() {
+            xattr_probe(&c, c"system.posix_acl_default", false)?;
             n += walk(&p)?;
         }
     }
@@ -646,8 +651,12 @@ fn round_trips(mnt: &Path, n: usize) -> io::Result<()> {
 fn pipe_roundtrip(ctx: &Ctx) {
     const N: usize = 20_000;
     let one_run = || -> io::Result<f64> {
-        let (mut to_r, mut to_w) = std::io::pipe()?;
-        let (mut back_r, mut back_w) = std::io::pipe()?;
+        let pipe = || -> io::Result<(fs::File, fs::File)> {
+            let (r, w) = nix::unistd::pipe()?;
+            Ok((r.into(), w.into()))
+        };
+        let (mut to_r, mut to_w) = pipe()?;
+        let (mut back_r, mut back_w) = pipe()?;
         let echo = std::thread::spawn(move || -> io::Result<()> {
             let mut b = [0u8; 1];
             for _ in 0..N {
@@ -684,20 +693,26 @@ fn c_path(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
-/// Asks for `security.capability` like `ls` does; "no such attribute" is the expected answer.
-fn lgetxattr_probe(p: &Path) -> io::Result<()> {
-    caps_probe(&c_path(p)?)
+/// Asks for `security.capability`, which no file here has: on a FUSE mount one request.
+fn caps_probe(path: &CStr) -> io::Result<()> {
+    xattr_probe(path, c"security.capability", true)
 }
 
-/// [`lgetxattr_probe`] on a path already made a C string.
-fn caps_probe(path: &std::ffi::CStr) -> io::Result<()> {
+/// Asks for xattr `name` of `path` (`lgetxattr` with `nofollow`) into a small buffer; "no such
+/// attribute" and "not supported" are answers, not errors.
+fn xattr_probe(path: &CStr, name: &CStr, nofollow: bool) -> io::Result<()> {
     let mut buf = [0u8; 256];
+    let get = if nofollow {
+        libc::lgetxattr
+    } else {
+        libc::getxattr
+    };
     // SAFETY: both strings are NUL-terminated and live across the call; the buffer pointer and
     // length describe `buf`, which the kernel writes at most `buf.len()` bytes into.
     let r = unsafe {
-        libc::lgetxattr(
+        get(
             path.as_ptr(),
-            c"security.capability".as_ptr(),
+            name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
         )

@@ -150,6 +150,9 @@ pub struct UnionFs {
     pub(crate) passthrough: AtomicBool,
     /// The kernel runs a writeback page cache (only without passthrough).
     pub(crate) writeback: AtomicBool,
+    /// Sends notifications to the kernel; set by [`crate::mount`] once the session exists
+    /// (unset when the filesystem is served some other way: no notifications then).
+    pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl UnionFs {
@@ -241,6 +244,7 @@ impl UnionFs {
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(0),
             writeback: AtomicBool::new(false),
+            notifier: Default::default(),
         };
         fs.insert_root().map_err(|e| Error::Io {
             context: "opening the root directory".into(),

@@ -85,6 +85,31 @@ struct SetAttr {
 }
 
 impl UnionFs {
+    /// Directory `ino` moved to another parent: its `..` now names that parent. rcl-fs's own
+    /// listings keep no inode number for `..` (readdir takes it from the node's parent at
+    /// answer time), but the kernel caches the listing as it was read (FOPEN_CACHE_DIR) and
+    /// resets that cache only when the directory itself changes, which a move is not. Drop
+    /// the kernel's cached pages of the directory (and its attributes), so that the next
+    /// listing asks again.
+    ///
+    /// Called by the rename handler before it replies, so that no listing made after
+    /// rename(2) returns can come from the old cache. This cannot deadlock: the kernel handles
+    /// the notification in this thread's write to /dev/fuse and sends no request for it
+    /// (fuse_notify_inval_inode: `killsb` read-locked, which is write-locked only when the
+    /// superblock is shut down — not possible while the rename holds the mount; an inode
+    /// lookup of a directory the rename pins; then invalidate_inode_pages2 on its mapping).
+    /// The only pages there are the readdir cache, whose page locks are taken by readers
+    /// under the directory's i_rwsem — held exclusively by the rename of a directory to
+    /// another parent (Linux 6.5 and later; both directories for RENAME_EXCHANGE) — and never
+    /// held across a request to this server.
+    pub(crate) fn dotdot_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            // ENOENT (the kernel holds no such inode: nothing cached) is ignored by fuser;
+            // another error leaves the cache as it was, as before this existed.
+            let _ = n.inval_inode(INodeNo(ino), 0, 0);
+        }
+    }
+
     fn entry(&self, node: &Arc<Node>, reply: ReplyEntry) {
         match self.attr(node) {
             Ok(a) => {
@@ -762,7 +787,12 @@ impl Filesystem for UnionFs {
             return reply.error(x);
         }
         match self.do_rename(parent.0, name, newparent.0, newname, flags.bits()) {
-            Ok(()) => reply.ok(),
+            Ok(moved) => {
+                for &ino in moved.inos() {
+                    self.dotdot_changed(ino);
+                }
+                reply.ok()
+            }
             Err(err) => reply.error(e(err)),
         }
     }

@@ -95,7 +95,10 @@ pub fn mount(fs: UnionFs, mountpoint: &Path) -> std::io::Result<Session> {
     config.n_threads = Some(fs.cfg.threads.max(1));
     config.clone_fd = true;
     let acl = config.acl;
-    fuser::Session::from_fd(fs, dev, acl, config).inspect_err(|_| {
+    let notifier = fs.notifier.clone();
+    let session = fuser::Session::from_fd(fs, dev, acl, config).inspect_err(|_| {
         let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
-    })
+    })?;
+    let _ = notifier.set(session.notifier());
+    Ok(session)
 }

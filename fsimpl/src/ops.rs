@@ -495,7 +495,7 @@ impl UnionFs {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
-    ) -> io::Result<()> {
+    ) -> io::Result<Reparented> {
         let _changed = self.changing(parent, newparent);
         Self::check_name(name)?;
         Self::check_name(newname)?;
@@ -525,7 +525,7 @@ impl UnionFs {
         }
         if let Some(d) = &dst {
             if Arc::ptr_eq(d, &src) {
-                return Ok(());
+                return Ok(Reparented::default());
             }
             if !exchange {
                 let sdir = src.kind == FileType::Directory;
@@ -562,7 +562,12 @@ impl UnionFs {
             }
             self.set_location(&src, newparent, newname, &npfd, src_new_lower);
             self.set_location(&d, parent, name, &pfd, dst_new_lower);
-            return Ok(());
+            let mut moved = Reparented::default();
+            if parent != newparent {
+                moved.add(&src);
+                moved.add(&d);
+            }
+            return Ok(moved);
         }
         let known = src.st.read().in_lower;
         let need_wh = known.unwrap_or_else(|| self.lower_has(&pst, name));
@@ -618,7 +623,11 @@ impl UnionFs {
         }
         self.nodes.unset_name(parent, name, src.ino);
         self.set_location(&src, newparent, newname, &npfd, src_new_lower);
-        Ok(())
+        let mut moved = Reparented::default();
+        if parent != newparent {
+            moved.add(&src);
+        }
+        Ok(moved)
     }
 
     /// Records that `node` is now `parent/name` (whose lowers show the name when `in_lower`).
@@ -695,5 +704,28 @@ pub(crate) struct Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = UnionFs::remove_tree(self.work, &self.name);
+    }
+}
+
+/// The directories a rename gave a new parent (at most two, with RENAME_EXCHANGE): their `..`
+/// entry changed although their own entries did not. Empty for renames of non-directories and
+/// renames within one directory.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Reparented {
+    inos: [u64; 2],
+    len: usize,
+}
+
+impl Reparented {
+    fn add(&mut self, node: &Node) {
+        if node.kind == FileType::Directory {
+            self.inos[self.len] = node.ino;
+            self.len += 1;
+        }
+    }
+
+    /// The node numbers of the moved directories.
+    pub(crate) fn inos(&self) -> &[u64] {
+        &self.inos[..self.len]
     }
 }

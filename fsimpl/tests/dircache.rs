@@ -231,3 +231,129 @@ fn xattr_values_of_every_size(imp: Imp) {
     assert_eq!(missing, Err(libc::ENODATA));
 }
 both!(xattr_values_of_every_size);
+
+/// `(d_ino of ".", d_ino of "..")` as one readdir pass over `dir` returns them.
+fn dot_inos(dir: &std::path::Path) -> (u64, u64) {
+    let c = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let (mut dot, mut dotdot) = (0, 0);
+    // SAFETY: one DIR* we own, read to the end and closed here; each entry is read at once.
+    unsafe {
+        let d = libc::opendir(c.as_ptr());
+        assert!(!d.is_null(), "opendir {}", dir.display());
+        loop {
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            let n = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_bytes();
+            if n == b"." {
+                dot = (*e).d_ino;
+            } else if n == b".." {
+                dotdot = (*e).d_ino;
+            }
+        }
+        libc::closedir(d);
+    }
+    (dot, dotdot)
+}
+
+/// Checks that listings of each directory `rel` (listed twice: the second pass may come from
+/// a cache) show `.` as its own st_ino and `..` as its parent's st_ino.
+fn check_dots(m: &common::Mounted, rels: &[&str], when: &str) {
+    for rel in rels {
+        let d = m.p(rel);
+        let (a, b, own, parent) = within(move || {
+            use std::os::unix::fs::MetadataExt;
+            let a = dot_inos(&d);
+            let b = dot_inos(&d);
+            let own = std::fs::metadata(&d).unwrap().ino();
+            let parent = std::fs::metadata(d.parent().unwrap()).unwrap().ino();
+            (a, b, own, parent)
+        });
+        assert_eq!(a, b, "{rel} {when}: two listings agree");
+        assert_eq!(a.0, own, "{rel} {when}: d_ino of . is the dir's st_ino");
+        assert_eq!(
+            a.1, parent,
+            "{rel} {when}: d_ino of .. is the parent's st_ino"
+        );
+    }
+}
+
+fn dotdot_follows_moved_dirs(imp: Imp) {
+    // D: a lower-only directory (copied up and redirected when moved); E: an upper-only one;
+    // parents in the lower (a, b), in the upper only (u1, u2) and merged (m).
+    let fx = Fixture::new(&["f a/D/f 1\nd a/D/sub\nd b\nf m/x 1", "f m/y 2"])
+        .with_upper("f u1/E/g u\nd u2\nd m");
+    let m = fx.mount(imp, "redirect_dir=on", "");
+    let all = ["a", "b", "m", "u1", "u2", "a/D", "a/D/sub", "u1/E"];
+    check_dots(&m, &all, "at first");
+    let moves = [
+        ("a/D", "b/D"),   // lower dir, lower parent -> lower parent
+        ("b/D", "u2/D"),  // -> upper-only parent
+        ("u1/E", "m/E"),  // upper dir -> merged parent
+        ("m/E", "a/E"),   // -> a lower parent (copied up on the way)
+        ("u2/D", "m/D2"), // moved again, renamed too
+        ("a/E", "u1/E"),  // back where it was
+    ];
+    let mut now: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+    for (from, to) in moves {
+        let (f, t) = (m.p(from), m.p(to));
+        within(move || std::fs::rename(f, t)).unwrap();
+        for p in now.iter_mut() {
+            if let Some(rest) = p.strip_prefix(from) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    *p = format!("{to}{rest}");
+                }
+            }
+        }
+        let rels: Vec<&str> = now.iter().map(String::as_str).collect();
+        check_dots(&m, &rels, &format!("after mv {from} {to}"));
+    }
+    // RENAME_EXCHANGE of two directories in different parents.
+    let (x, y) = (m.p("m/D2"), m.p("u1/E"));
+    assert_eq!(
+        within(move || common::renameat2(&x, &y, libc::RENAME_EXCHANGE)),
+        Ok(())
+    );
+    assert_eq!(m.sh("cat u1/E/f m/D2/g"), "1\nu\n");
+    check_dots(
+        &m,
+        &["m/D2", "u1/E", "u1/E/sub", "m", "u1"],
+        "after exchange",
+    );
+    // A stream opened before the move and rewound after it.
+    let (d, to, b) = (m.p("u1/E"), m.p("b/E"), m.p("b"));
+    let (before, after, want) = within(move || {
+        use std::os::unix::fs::MetadataExt;
+        let c = CString::new(d.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: one DIR* we own, read, rewound and closed here.
+        unsafe {
+            let dir = libc::opendir(c.as_ptr());
+            assert!(!dir.is_null());
+            let dotdot = |dir: *mut libc::DIR| loop {
+                let e = libc::readdir(dir);
+                assert!(!e.is_null(), "no ..");
+                if std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_bytes() == b".." {
+                    while !libc::readdir(dir).is_null() {}
+                    break (*e).d_ino;
+                }
+            };
+            let before = dotdot(dir);
+            std::fs::rename(&d, &to).unwrap();
+            libc::rewinddir(dir);
+            let after = dotdot(dir);
+            libc::closedir(dir);
+            (before, after, std::fs::metadata(&b).unwrap().ino())
+        }
+    });
+    assert_ne!(before, want);
+    if m.imp == Imp::Kernel {
+        // Kernel overlayfs (6.18) keeps the entries it read for an open stream, `..` too,
+        // across rewinddir: it shows the old parent here. rcl-fs shows the directory as it
+        // is now, as a fresh opendir would.
+        assert!(after == before || after == want, "{after}");
+    } else {
+        assert_eq!(after, want, "rewinddir after the move shows the new ..");
+    }
+}
+both!(dotdot_follows_moved_dirs);

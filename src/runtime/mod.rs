@@ -35,7 +35,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
-use crate::pty::{pump, RawMode};
+use crate::pty::{self, RawMode};
 use crate::spec::{Layer, MountKind, Namespaces, NsMode, Process, Spec};
 use chan::Chan;
 pub use idmap::IdMap;
@@ -632,105 +632,62 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
         .context("signalfd")?;
     let mut c = Container::create(spec, opts)?;
     let _raw = opts.terminal.then(RawMode::enter);
-    let mut master_fd: Option<OwnedFd> = None;
     c.start()?;
     let (stop_signal, stop_timeout) = c.stop_policy();
-    let mut kill_at: Option<Instant> = None;
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let mut stdin_open = false;
-    let mut master_open = false;
-    loop {
-        if master_fd.is_none() {
-            if let Some(m) = c.take_terminal() {
-                let fl = nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_GETFL).context("fcntl")?;
-                let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
-                nix::fcntl::fcntl(&m, nix::fcntl::FcntlArg::F_SETFL(fl)).context("fcntl")?;
-                if let Some(ws) = sys::get_winsize(0) {
-                    sys::set_winsize(m.as_raw_fd(), &ws);
-                }
-                master_fd = Some(m);
-                master_open = true;
-                stdin_open = true;
-            }
+    let mut peer = RunRelay {
+        c: &mut c,
+        stop_signal,
+        stop_timeout,
+        kill_at: None,
+    };
+    pty::relay(&sfd, &mut peer, true)
+}
+
+/// [`run`]'s side of the terminal relay: the container's channel tells of its end, a Ctrl-C
+/// stops it (its stop signal, then SIGKILL after the stop timeout or a second Ctrl-C), other
+/// signals are passed on.
+struct RunRelay<'a> {
+    c: &'a mut Container,
+    stop_signal: i32,
+    stop_timeout: Duration,
+    /// When the container gets SIGKILL after a Ctrl-C.
+    kill_at: Option<Instant>,
+}
+
+impl pty::Relayed for RunRelay<'_> {
+    type Exit = Exit;
+
+    fn events(&self) -> BorrowedFd<'_> {
+        self.c.as_fd()
+    }
+
+    fn try_exit(&mut self) -> Result<Option<Exit>> {
+        self.c.try_wait()
+    }
+
+    fn signal(&mut self, sig: i32) -> Result<()> {
+        if sig != Signal::SIGINT as i32 {
+            return self.c.signal(sig);
         }
-        let timeout = match kill_at {
-            None => PollTimeout::NONE,
-            Some(t) => {
-                let ms = t.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut fds = vec![
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(c.as_fd(), PollFlags::POLLIN),
-        ];
-        let master = master_fd.as_ref().map(|m| m.as_fd());
-        if let (true, Some(m)) = (master_open, master) {
-            fds.push(PollFd::new(m, PollFlags::POLLIN));
+        if self.kill_at.is_none() {
+            self.kill_at = Some(Instant::now() + self.stop_timeout);
+            self.c.signal(self.stop_signal)
+        } else {
+            // A second Ctrl-C does not wait for the timeout.
+            self.c.kill()
         }
-        if stdin_open {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let mut i = 2;
-        if let (true, Some(m)) = (master_open, master) {
-            if ready[i] {
-                master_open = pump(m, stdout.as_fd());
-            }
-            i += 1;
-        }
-        if stdin_open && ready[i] {
-            if let Some(m) = master {
-                stdin_open = pump(stdin.as_fd(), m);
-            }
-        }
-        if ready[0] {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let sig = info.ssi_signo as i32;
-                if sig == Signal::SIGINT as i32 {
-                    if kill_at.is_none() {
-                        kill_at = Some(Instant::now() + stop_timeout);
-                        c.signal(stop_signal)?;
-                    } else {
-                        // A second Ctrl-C does not wait for the timeout.
-                        c.kill()?;
-                    }
-                } else if sig == Signal::SIGWINCH as i32 && master.is_some() {
-                    if let (Some(ws), Some(m)) = (sys::get_winsize(0), master) {
-                        sys::set_winsize(m.as_raw_fd(), &ws);
-                    }
-                } else {
-                    c.signal(sig)?;
-                }
-            }
-        }
-        if ready[1] {
-            let exit = c.try_wait()?;
-            if let Some(exit) = exit {
-                // Drain what the container wrote before it ended.
-                if let (true, Some(m)) = (master_open, master) {
-                    while pump(m, stdout.as_fd()) {
-                        let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
-                        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-                            break;
-                        }
-                    }
-                }
-                return Ok(exit);
-            }
-        }
-        if kill_at.is_some_and(|t| Instant::now() >= t) {
-            c.kill()?;
-            kill_at = None;
-        }
+    }
+
+    fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.c.take_terminal()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.kill_at
+    }
+
+    fn deadline_passed(&mut self) -> Result<()> {
+        self.kill_at = None;
+        self.c.kill()
     }
 }

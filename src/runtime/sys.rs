@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::unistd::Pid;
 
-pub use crate::pty::{get_winsize, set_controlling_tty, set_winsize};
+pub use crate::pty::set_controlling_tty;
 
 /// Forks the calling process. Returns `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
 ///

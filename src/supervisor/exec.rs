@@ -30,7 +30,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
@@ -674,96 +673,43 @@ fn relay(
     master: Option<OwnedFd>,
     opts: &ExecOptions,
 ) -> Result<()> {
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let stdin_tty = nix::unistd::isatty(&stdin).unwrap_or(false);
-    if let Some(m) = &master {
-        pty::set_nonblocking(m).context("fcntl")?;
-        // Without a terminal of ours, the classic 80x24 (a 0x0 terminal makes programs such
-        // as `stty size` fail).
-        let ws = pty::get_winsize(0)
-            .or_else(|| pty::get_winsize(1))
-            .unwrap_or(libc::winsize {
-                ws_row: 24,
-                ws_col: 80,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            });
-        pty::set_winsize(m.as_raw_fd(), &ws);
-    }
+    let stdin_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
     // Raw mode only when our keyboard goes to the command; restored when `_raw` drops.
     let _raw = (master.is_some() && opts.interactive && stdin_tty).then(pty::RawMode::enter);
-    let mut master_open = master.is_some();
-    let mut stdin_open = master.is_some() && opts.interactive;
-    let mut last = b'\n';
-    loop {
-        let mut fds = vec![
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(child_fd.as_fd(), PollFlags::POLLIN),
-        ];
-        let m = master.as_ref().map(|m| m.as_fd());
-        if let (true, Some(m)) = (master_open, m) {
-            fds.push(PollFd::new(m, PollFlags::POLLIN));
+    let mut peer = ExecRelay { child_fd, master };
+    pty::relay(sfd, &mut peer, opts.interactive)
+}
+
+/// [`exec`]'s side of the terminal relay: the intermediate's pidfd tells of its end and takes
+/// the signals, which it passes on to the command's process group.
+struct ExecRelay<'a> {
+    child_fd: &'a OwnedFd,
+    /// The command's terminal, until the relay takes it.
+    master: Option<OwnedFd>,
+}
+
+impl pty::Relayed for ExecRelay<'_> {
+    type Exit = ();
+
+    fn events(&self) -> BorrowedFd<'_> {
+        self.child_fd.as_fd()
+    }
+
+    fn try_exit(&mut self) -> Result<Option<()>> {
+        // The pidfd is readable once the intermediate has exited.
+        Ok(Some(()))
+    }
+
+    fn signal(&mut self, sig: i32) -> Result<()> {
+        // Without a terminal, a change of our window size is nothing to the command.
+        if sig != libc::SIGWINCH {
+            pidfd_send_signal(self.child_fd.as_fd(), sig);
         }
-        if stdin_open {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let mut i = 2;
-        if let (true, Some(m)) = (master_open, m) {
-            if ready[i] {
-                master_open = pty::pump(m, stdout.as_fd());
-            }
-            i += 1;
-        }
-        if let (true, Some(m)) = (stdin_open, m) {
-            if ready[i] && !pty::pump_last(stdin.as_fd(), m, &mut last) {
-                stdin_open = false;
-                // Piped input ended: end the command's input as a keyboard would, with the
-                // terminal's EOF character (twice after an unfinished line: the first only
-                // hands that line over).
-                if !stdin_tty {
-                    let eof: &[u8] = if last == b'\n' { b"\x04" } else { b"\x04\x04" };
-                    pty::write_all(m, eof);
-                }
-            }
-        }
-        if ready[0] {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let sig = info.ssi_signo as i32;
-                if sig == libc::SIGWINCH {
-                    if let Some(m) = m {
-                        pty::copy_winsize(m);
-                    }
-                } else {
-                    // To the intermediate, which passes it on to the command's group.
-                    pidfd_send_signal(child_fd.as_fd(), sig);
-                }
-            }
-        }
-        if ready[1] {
-            // Hand over what the command wrote before it ended.
-            if let (true, Some(m)) = (master_open, m) {
-                loop {
-                    let mut fds = [PollFd::new(m, PollFlags::POLLIN)];
-                    if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-                        break;
-                    }
-                    if !pty::pump(m, stdout.as_fd()) {
-                        break;
-                    }
-                }
-            }
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.master.take()
     }
 }
 
