@@ -314,7 +314,7 @@ def draw(chart, run_id, impls):
            f'overlayfs (log scale; &lt; 1 is faster; throughput rows inverted)</text>',
            f'<text x="20" y="38" fill="#555">run {escape(run_id)}</text>']
     # Legend.
-    lx = left
+    lx = 20
     for i in impls:
         out.append(f'<rect x="{lx}" y="48" width="12" height="12" fill="{COLORS.get(i, "#2ca02c")}"/>')
         out.append(f'<text x="{lx + 16}" y="58">{escape(i)}</text>')
