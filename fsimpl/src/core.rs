@@ -35,6 +35,24 @@ pub struct Handle {
     pub node: Arc<Node>,
     /// Uses the node's passthrough backing id.
     pub passthrough: bool,
+    /// `fd` reads a lower copy: the node had no upper data when it was opened.
+    pub lower: bool,
+    /// The upper copy, opened by the first read the daemon serves after the node was copied
+    /// up (a read-only handle opened before the copy-up then reads what was written since).
+    pub upper: std::sync::OnceLock<OwnedFd>,
+}
+
+impl Handle {
+    /// A handle on `fd` for `node`; `lower` when `fd` is a lower copy of the data.
+    pub fn new(fd: OwnedFd, node: Arc<Node>, lower: bool) -> Self {
+        Handle {
+            fd,
+            node,
+            passthrough: false,
+            lower,
+            upper: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// The result of resolving a name across the layers.

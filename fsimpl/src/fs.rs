@@ -154,11 +154,7 @@ impl UnionFs {
                 | libc::O_TRUNC
                 | libc::O_NOFOLLOW;
             if let Some(fd) = c.data.filter(|_| flags & !plain == 0) {
-                return Ok(Handle {
-                    fd,
-                    node: node.clone(),
-                    passthrough: false,
-                });
+                return Ok(Handle::new(fd, node.clone(), false));
             }
         }
         let (data, lower) = {
@@ -172,17 +168,15 @@ impl UnionFs {
         } else {
             data.open(flags)?
         };
-        Ok(Handle {
-            fd: f,
-            node: node.clone(),
-            passthrough: false,
-        })
+        Ok(Handle::new(f, node.clone(), lower))
     }
 
     /// The flags to open a file for a handle with, from the flags of the open (O_NOFOLLOW is
     /// the opener's business).
     fn handle_flags(&self, flags: i32) -> i32 {
-        let mut flags = flags & !libc::O_NOFOLLOW;
+        // O_DIRECT stays the kernel's business: it bypasses its page cache for such opens, and
+        // the daemon's reads into its own buffers would fail the alignment rules.
+        let mut flags = flags & !(libc::O_NOFOLLOW | libc::O_DIRECT);
         if self.writeback.load(Ordering::Relaxed) {
             // The kernel's page cache may read around partial writes and tracks the append
             // offset itself.
@@ -192,6 +186,28 @@ impl UnionFs {
             flags &= !libc::O_APPEND;
         }
         flags
+    }
+
+    /// The fd a daemon-served read of `h` reads: `h.fd`, or the upper copy once a handle
+    /// opened on a lower copy outlives the node's copy-up (as on kernel overlayfs, it then
+    /// reads what was written).
+    fn read_fd<'a>(&self, h: &'a Handle) -> io::Result<&'a OwnedFd> {
+        if !h.lower {
+            return Ok(&h.fd);
+        }
+        if let Some(f) = h.upper.get() {
+            return Ok(f);
+        }
+        let copied = {
+            let st = h.node.st.read();
+            st.upper.is_some() && !st.metacopy
+        };
+        if !copied {
+            return Ok(&h.fd);
+        }
+        let up = self.open_node(&h.node, libc::O_RDONLY)?;
+        let _ = h.upper.set(up.fd);
+        Ok(h.upper.get().unwrap_or(&h.fd))
     }
 
     /// Registers an open handle; when passthrough is on, attaches the node's shared backing
@@ -206,11 +222,11 @@ impl UnionFs {
         let mut flags = FopenFlags::empty();
         let mut backing = None;
         if self.passthrough.load(Ordering::Relaxed) && h.node.kind == FileType::RegularFile {
-            let from_upper = {
-                let st = h.node.st.read();
-                st.upper.is_some() && !st.metacopy
-            };
+            let from_upper = !h.lower;
             let mut b = h.node.backing.lock();
+            // Handles open without passthrough (the kernel's page cache serves them): while
+            // any is open the inode cannot take a backing file.
+            let cached = h.node.opens.load(Ordering::Acquire) > b.users;
             match &b.id {
                 Some((id, up)) if *up == from_upper => backing = Some(id.clone()),
                 // A read-only open may share a lower backing still in use (it reads what the
@@ -221,6 +237,10 @@ impl UnionFs {
                     // copy is still open while this one needs the upper copy.
                     return Err(eno(libc::ETXTBSY));
                 }
+                // Small lower files are read through the page cache: a later open for
+                // writing (a copy-up) can then be served beside them, which a backing file on
+                // the lower copy would forbid; big ones keep passthrough's read speed.
+                None if cached || (h.lower && !writing && small(&h.fd)) => {}
                 None => match open_backing(&h.fd) {
                     Ok(id) => {
                         let id = Arc::new(id);
@@ -524,6 +544,14 @@ impl UnionFs {
             Err(err) => reply.error(e(err)),
         }
     }
+}
+
+/// Lower files up to this size are read through the kernel's page cache, not passthrough.
+const CACHED_READ_MAX: i64 = 1 << 20;
+
+/// True for a file of at most [`CACHED_READ_MAX`] bytes (false when it cannot be stat'ed).
+fn small(fd: &OwnedFd) -> bool {
+    sys::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_size <= CACHED_READ_MAX)
 }
 
 /// True when this process runs in the initial user namespace (identity uid map).
@@ -849,10 +877,14 @@ impl Filesystem for UnionFs {
             Ok(h) => h,
             Err(x) => return reply.error(x),
         };
+        let fd = match self.read_fd(&h) {
+            Ok(fd) => fd.as_raw_fd(),
+            Err(err) => return reply.error(e(err)),
+        };
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
-            match sys::pread(h.fd.as_raw_fd(), &mut buf[got..], offset + got as u64) {
+            match sys::pread(fd, &mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(err) => {
@@ -1248,11 +1280,7 @@ impl Filesystem for UnionFs {
             )
             .and_then(|(n, fd)| {
                 let fd = fd.ok_or_else(|| eno(libc::EIO))?;
-                let h = Handle {
-                    fd,
-                    node: n.clone(),
-                    passthrough: false,
-                };
+                let h = Handle::new(fd, n.clone(), false);
                 Ok((n, h))
             });
         match r {
