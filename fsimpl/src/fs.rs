@@ -8,10 +8,10 @@ use crate::ops::Creator;
 use crate::{sys, xattr};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -1349,6 +1349,64 @@ impl Filesystem for UnionFs {
             len,
         ) {
             Ok(n) => reply.written(n as u32),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    /// `lsattr`/`chattr` (and the `fsxattr` pair): read from the object holding the metadata,
+    /// set on the upper copy (copied up first). The kernel has checked ownership and
+    /// CAP_LINUX_IMMUTABLE; every other ioctl is not supported (ENOTTY).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        let set = match cmd {
+            sys::FS_IOC_GETFLAGS | sys::FS_IOC_FSGETXATTR => false,
+            sys::FS_IOC_SETFLAGS | sys::FS_IOC_FSSETXATTR => true,
+            _ => return reply.error(Errno::ENOTTY),
+        };
+        if let Some(x) = self.ro().filter(|_| set) {
+            return reply.error(x);
+        }
+        let r = self.node(ino.0).and_then(|node| {
+            if !matches!(node.kind, FileType::RegularFile | FileType::Directory) {
+                return Err(eno(libc::ENOTTY));
+            }
+            if set {
+                // With the data: a file made append-only could not take its data later.
+                self.copy_up(&node, CopyMode::Full)?;
+            }
+            let (obj, lower) = {
+                let st = node.st.read();
+                let o = st.meta().cloned().ok_or_else(|| eno(libc::ESTALE))?;
+                (o, st.upper.is_none())
+            };
+            let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+            let fd = if lower {
+                obj.open_noatime(flags)?
+            } else {
+                obj.open(flags)?
+            };
+            let mut arg = [0u8; 32];
+            let n = in_data.len().min(arg.len());
+            arg[..n].copy_from_slice(&in_data[..n]);
+            sys::fileattr_ioctl(fd.as_raw_fd(), cmd, &mut arg)?;
+            let out = if set {
+                0
+            } else {
+                (out_size as usize).min(arg.len())
+            };
+            Ok(arg[..out].to_vec())
+        });
+        match r {
+            Ok(out) => reply.ioctl(0, &out),
             Err(err) => reply.error(e(err)),
         }
     }

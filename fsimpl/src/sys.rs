@@ -755,3 +755,30 @@ pub fn getxattr_fd_into(fd: RawFd, attr: &CStr, buf: &mut [u8]) -> io::Result<Op
     };
     xattr_len(r)
 }
+
+/// `FS_IOC_GETFLAGS` (`lsattr`).
+pub const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+/// `FS_IOC_SETFLAGS` (`chattr`).
+pub const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+/// `FS_IOC_FSGETXATTR` (`struct fsxattr`, 28 bytes).
+pub const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+/// `FS_IOC_FSSETXATTR`.
+pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+/// One of the file-attribute ioctls above on `fd`, with `arg` as the buffer it reads or
+/// writes; ENOTTY for any other command.
+pub fn fileattr_ioctl(fd: RawFd, cmd: u32, arg: &mut [u8; 32]) -> io::Result<()> {
+    if ![
+        FS_IOC_GETFLAGS,
+        FS_IOC_SETFLAGS,
+        FS_IOC_FSGETXATTR,
+        FS_IOC_FSSETXATTR,
+    ]
+    .contains(&cmd)
+    {
+        return Err(io::Error::from_raw_os_error(libc::ENOTTY));
+    }
+    // SAFETY: each allowed command reads or writes at most 28 bytes (struct fsxattr; the flags
+    // are an int) at the pointer, and `arg` is 32 bytes that live across the call.
+    cvt(unsafe { libc::ioctl(fd, cmd as _, arg.as_mut_ptr()) }).map(drop)
+}

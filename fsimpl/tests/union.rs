@@ -1461,6 +1461,64 @@ fn write_while_lower_open_goes_to_upper(imp: Imp) {
 }
 both!(write_while_lower_open_goes_to_upper);
 
+/// `lsattr`'s and `chattr`'s ioctls on `p` (`FS_IOC_GETFLAGS`, `FS_IOC_SETFLAGS`).
+fn file_flags(p: &std::path::Path, set: Option<i32>) -> Result<i32, i32> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(p).map_err(|e| e.raw_os_error().unwrap_or(0))?;
+    let mut v: libc::c_int = set.unwrap_or(0);
+    let cmd = if set.is_some() {
+        0x4008_6602
+    } else {
+        0x8008_6601
+    };
+    // SAFETY: both commands read or write one int at the pointer, which lives across the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), cmd, &mut v) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(v)
+}
+
+fn file_attribute_flags(imp: Imp) {
+    const APPEND: i32 = 0x20; // FS_APPEND_FL
+    let fx = Fixture::new(&["f f base\nd dd"]);
+    let m = fx.mount(imp, "", "");
+    let (f, lower_f) = (m.p("f"), fx.lowers[0].join("f"));
+    let disk = file_flags(&lower_f, None);
+    assert_eq!(
+        within(move || file_flags(&f, None)),
+        disk,
+        "lsattr shows the file's flags"
+    );
+    let Ok(flags) = disk else {
+        testkit::skip!("the test directory's file system has no file flags: {disk:?}");
+    };
+    // chattr +a through the mount: the file is copied up and takes the flag there; the lower
+    // file keeps its own. Appending works, truncating does not.
+    let f = m.p("f");
+    let got = within(move || {
+        file_flags(&f, Some(flags | APPEND))?;
+        let after = file_flags(&f, None)?;
+        let trunc = std::fs::write(&f, "x").map_err(|e| e.raw_os_error().unwrap_or(0));
+        let append = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .and_then(|mut w| std::io::Write::write_all(&mut w, b"+more"))
+            .map_err(|e| e.raw_os_error().unwrap_or(0));
+        file_flags(&f, Some(flags))?;
+        Ok::<_, i32>((
+            after & APPEND,
+            trunc,
+            append,
+            file_flags(&f, None)? & APPEND,
+        ))
+    });
+    assert_eq!(got, Ok((APPEND, Err(libc::EPERM), Ok(()), 0)));
+    assert_eq!(m.sh("cat f"), "base\n+more");
+    assert_eq!(file_flags(&lower_f, None).map(|v| v & APPEND), Ok(0));
+}
+both!(file_attribute_flags);
+
 #[test]
 fn rclfs_write_while_lower_open_passthrough_off() {
     rclfs_only(|| write_while_lower_open(Imp::RclFs, "passthrough=off"));
