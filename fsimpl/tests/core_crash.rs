@@ -1,12 +1,13 @@
 //! fscore crash test: kill -9 of the server in the middle of a copy-up never leaves a partial
 //! file visible after remount, and leftovers in the work dir are cleaned at mount.
 
-mod core_util;
-use core_util::*;
+#[macro_use]
+mod union_mounts;
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use union_mounts::*;
 
 const ENV: &str = "RCLFS_CORE_CRASH_SERVER";
 
@@ -40,7 +41,7 @@ fn wait_mounted(mnt: &Path) -> bool {
 #[test]
 fn kill_during_copy_up_is_atomic() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     let size = 192usize << 20;
     let data: Vec<u8> = (0..size).map(|i| (i / 4096) as u8).collect();
@@ -94,7 +95,7 @@ fn kill_during_copy_up_is_atomic() {
 
 /// Starts [`crash_server_process`] over `m`'s layers in a new process, run through `wrapper`
 /// (a command and its arguments, e.g. `prlimit ...`; empty: directly).
-fn spawn_server(m: &Mounted, wrapper: &[&str]) -> std::process::Child {
+fn spawn_server(m: &InProcessMount, wrapper: &[&str]) -> std::process::Child {
     let spec = format!(
         "{}|{}|{}|{}",
         m.lower(0).display(),
@@ -126,7 +127,7 @@ fn spawn_server(m: &Mounted, wrapper: &[&str]) -> std::process::Child {
 
 /// Serves `m`'s layers from a separate process limited to 1,024 fds (and unable to raise it)
 /// and runs `script` in the mount; `None` (after a loud skip) when that process cannot mount.
-fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
+fn sh_under_fd_limit(m: &InProcessMount, script: &str) -> Option<String> {
     let mut server = spawn_server(
         m,
         &[
@@ -152,7 +153,7 @@ fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
     Some(out)
 }
 
-fn lower_tree(m: &Mounted) {
+fn lower_tree(m: &InProcessMount) {
     let l = m.lower(0).to_path_buf();
     for d in 0..40 {
         let dir = l.join(format!("tree/d{d}"));
@@ -169,7 +170,7 @@ fn lower_tree(m: &Mounted) {
 #[test]
 fn large_tree_within_a_small_fd_limit() {
     need_fuse!();
-    let m = Mounted::layers(1);
+    let m = InProcessMount::layers(1);
     lower_tree(&m);
     let out = sh_under_fd_limit(
         &m,
@@ -187,7 +188,7 @@ fn large_tree_within_a_small_fd_limit() {
 #[test]
 fn renamed_files_within_a_small_fd_limit() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     lower_tree(&m);
     let cfg = m.config();
     m.mount(cfg);

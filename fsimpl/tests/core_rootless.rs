@@ -2,11 +2,12 @@
 //! namespace (as podman runs fuse-overlayfs): markers go to `user.overlay.*`, whiteouts are
 //! char 0/0, passthrough falls back, and the container view still works.
 
-mod core_util;
-use core_util::*;
+#[macro_use]
+mod union_mounts;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use union_mounts::*;
 
 const ENV: &str = "RCLFS_CORE_ROOTLESS";
 
@@ -54,7 +55,7 @@ fn rootless_mount_works() {
     probe.args(["-c", "exec 3<>/dev/fuse"]);
     let as_user = testkit::test_user().is_ok()
         && testkit::run_timeout(&mut probe, Duration::from_secs(10)).success();
-    let m = Mounted::layers(1);
+    let m = InProcessMount::layers(1);
     let base = m.dir.path().to_path_buf();
     let l = m.lower(0).to_path_buf();
     put(&l.join("f"), "lower\n");
@@ -103,12 +104,16 @@ fn rootless_mount_works() {
     );
     assert!(is_whiteout(&m.upper.join("f")));
     assert_eq!(
-        xattr(&m.upper.join("d"), "user.overlay.opaque").as_deref(),
+        get_xattr(&m.upper.join("d"), "user.overlay.opaque")
+            .ok()
+            .as_deref(),
         Some(&b"y"[..])
     );
-    assert!(xattr(&m.upper.join("d"), "trusted.overlay.opaque").is_none());
+    assert!(get_xattr(&m.upper.join("d"), "trusted.overlay.opaque").is_err());
     assert_eq!(
-        xattr(&m.upper.join("kept"), "user.overlay.redirect").as_deref(),
+        get_xattr(&m.upper.join("kept"), "user.overlay.redirect")
+            .ok()
+            .as_deref(),
         Some(&b"/keep"[..])
     );
 }
@@ -129,7 +134,7 @@ fn trusted_namespace_refused_in_user_namespace() {
         }
         return;
     }
-    let m = Mounted::layers(1);
+    let m = InProcessMount::layers(1);
     let base = m.dir.path().to_path_buf();
     let exe = base.join("test-exe");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();

@@ -1,6 +1,15 @@
-//! Harness for the union filesystem's integration tests: build layer trees from a compact
-//! description, mount them with kernel overlayfs or with `rcl-fs` (guarded, with timeouts), and
-//! look inside the mount only through subprocesses or threads bounded by a timeout.
+//! Union mounts for the fsimpl integration tests, in one place: build layer trees ([`Fixture`],
+//! [`build`], [`put`]), mount them three ways, each behind a guard and bounded by timeouts, and
+//! look inside only through subprocesses or threads bounded by a timeout ([`within`]):
+//!
+//! - [`Mounted`]: a mount made by a command, either kernel overlayfs (`mount -t overlay`, the
+//!   reference) or the `rcl-fs` binary (a separate server process); see [`Imp`].
+//! - [`InProcessMount`]: a mount served by this test process through the library
+//!   (`fsimpl::mount` with an [`fsimpl::OverlayConfig`]), for tests that set config fields the
+//!   command line does not reach.
+//!
+//! Guards: [`need!`] skips unless an [`Imp`] can mount here; [`need_fuse!`] skips unless FUSE is
+//! usable (the in-process tests).
 #![allow(dead_code)]
 
 use std::ffi::CString;
@@ -10,10 +19,14 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fsimpl::{OverlayConfig, UnionFs};
 use testkit::{run_timeout, MountGuard, Output};
 
 /// Default limit for one step inside a mount.
 pub const STEP: Duration = Duration::from_secs(30);
+
+/// Limit for one shell script inside an [`InProcessMount`].
+pub const IN_PROCESS_SCRIPT: Duration = Duration::from_secs(60);
 
 /// Which implementation serves the mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +59,32 @@ pub fn unavailable(imp: Imp) -> Option<String> {
     }
 }
 
+/// Skips the test (returns from the calling function) unless `imp` can mount here.
+#[allow(unused_macros)]
+macro_rules! need {
+    ($imp:expr) => {
+        if let Some(why) = crate::union_mounts::unavailable($imp) {
+            testkit::skip!("{why}");
+        }
+    };
+}
+
+/// Skips the test unless FUSE is usable (all an [`InProcessMount`] needs).
+#[allow(unused_macros)]
+macro_rules! need_fuse {
+    () => {
+        if let Some(why) = testkit::fuse_unavailable() {
+            testkit::skip!("{why}");
+        }
+    };
+}
+
+/// Runs `check(imp)`, or skips when `imp` cannot mount here (what [`both!`] calls).
+pub fn run_check(check: fn(Imp), imp: Imp) {
+    need!(imp);
+    check(imp);
+}
+
 /// Generates `mod CHECK { fn kernel(); fn rclfs(); }` running `CHECK(Imp)` against both
 /// implementations; `rclfs_ignore = "why"` marks the rcl-fs half ignored.
 #[allow(unused_macros)]
@@ -54,11 +93,11 @@ macro_rules! both {
         mod $check {
             #[test]
             fn kernel() {
-                super::run_check(super::$check, crate::common::Imp::Kernel);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::Kernel);
             }
             #[test]
             fn rclfs() {
-                super::run_check(super::$check, crate::common::Imp::RclFs);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::RclFs);
             }
         }
     };
@@ -66,12 +105,12 @@ macro_rules! both {
         mod $check {
             #[test]
             fn kernel() {
-                super::run_check(super::$check, crate::common::Imp::Kernel);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::Kernel);
             }
             #[test]
             #[ignore = $why]
             fn rclfs() {
-                super::run_check(super::$check, crate::common::Imp::RclFs);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::RclFs);
             }
         }
     };
@@ -175,6 +214,17 @@ impl Fixture {
     pub fn up(&self, rel: &str) -> PathBuf {
         self.upper.join(rel)
     }
+
+    /// Lower layer `i` (top first).
+    pub fn lower(&self, i: usize) -> &Path {
+        &self.lowers[i]
+    }
+}
+
+/// Runs `script` with `sh FLAGS` after `cd` into `mnt` (`$M` = mountpoint), bounded by `limit`.
+fn sh_in(mnt: &Path, flags: &str, script: &str, limit: Duration) -> Output {
+    let full = format!("cd \"$M\" || exit 99\n{script}");
+    run_timeout(Command::new("sh").arg(flags).arg(full).env("M", mnt), limit)
 }
 
 /// Mounts `opts` on `mnt` with `imp`; panics with the output if it fails.
@@ -253,11 +303,7 @@ impl Mounted {
 
     /// Like [`Mounted::sh`] but returns the output whatever happens.
     pub fn try_sh(&self, script: &str) -> Output {
-        let full = format!("cd \"$M\" || exit 99\n{script}");
-        run_timeout(
-            Command::new("sh").arg("-c").arg(full).env("M", &self.mnt),
-            STEP,
-        )
+        sh_in(&self.mnt, "-c", script, STEP)
     }
 
     /// Path inside the mount (only touch it through [`within`] or [`Mounted::sh`]).
@@ -282,6 +328,89 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         drop(self.guard.take());
+    }
+}
+
+/// A union mount served by this test process through the library (`fsimpl::mount`), over a
+/// [`Fixture`] with empty layers; [`InProcessMount::mount`] may be called again after
+/// [`InProcessMount::unmount`]. Unmounted when dropped.
+pub struct InProcessMount {
+    fx: Fixture,
+    session: Option<fuser::BackgroundSession>,
+    guard: Option<MountGuard>,
+}
+
+impl std::ops::Deref for InProcessMount {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.fx
+    }
+}
+
+impl InProcessMount {
+    /// `n` empty lower layers, an empty upper, work dir and mountpoint; nothing mounted yet
+    /// (fill the lowers, then [`InProcessMount::mount`]).
+    pub fn layers(n: usize) -> Self {
+        InProcessMount {
+            fx: Fixture::new(&vec![""; n]),
+            session: None,
+            guard: None,
+        }
+    }
+
+    /// A default config (with upper, two server threads) for these layers.
+    pub fn config(&self) -> OverlayConfig {
+        let mut c = OverlayConfig::new(self.lowers.clone())
+            .with_upper(self.upper.clone(), self.work.clone());
+        c.threads = 2;
+        c
+    }
+
+    /// Mounts with `cfg`, served by threads of this process.
+    pub fn mount(&mut self, cfg: OverlayConfig) {
+        let fs = UnionFs::new(cfg).expect("UnionFs::new");
+        let guard = MountGuard::new(&self.mnt);
+        let s = fsimpl::mount(fs, &self.mnt).expect("mount");
+        self.session = Some(s.spawn().expect("spawn"));
+        self.guard = Some(guard);
+    }
+
+    /// Unmounts (lazily) and waits up to 10 s for the server threads to end.
+    pub fn unmount(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !s.guard.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if s.guard.is_finished() {
+                let _ = s.join();
+            } else {
+                std::mem::forget(s);
+            }
+        }
+        self.guard = None;
+    }
+
+    /// Runs `script` with `sh -e` in the mount; panics with its output on failure; returns
+    /// stdout.
+    #[track_caller]
+    pub fn sh(&self, script: &str) -> String {
+        let out = sh_in(&self.mnt, "-ec", script, IN_PROCESS_SCRIPT);
+        assert!(out.success(), "script failed:\n{script}\n{out:#?}");
+        out.stdout
+    }
+
+    /// Runs `script` in the mount: whether it succeeded, and its stdout then stderr.
+    pub fn try_sh(&self, script: &str) -> (bool, String) {
+        let out = sh_in(&self.mnt, "-c", script, IN_PROCESS_SCRIPT);
+        (out.success(), format!("{}{}", out.stdout, out.stderr))
+    }
+}
+
+impl Drop for InProcessMount {
+    fn drop(&mut self) {
+        self.unmount();
     }
 }
 
@@ -438,6 +567,21 @@ pub fn mknod_chr(p: &Path, major: u64, minor: u64) {
         nix::sys::stat::makedev(major, minor),
     )
     .unwrap_or_else(|e| panic!("mknod {}: {e}", p.display()));
+}
+
+/// Writes `data` (as is, no newline added) at `path`, creating parents.
+pub fn put(path: &Path, data: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// True when `path` (on disk) is a kernel-format whiteout (char 0/0).
+pub fn is_whiteout(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.file_type().is_char_device() && m.rdev() == 0,
+        Err(_) => false,
+    }
 }
 
 /// Builds a tree under `root` from a description, one entry per line (parents are created):
