@@ -231,12 +231,7 @@ fn kernel_overlayfs_reads_our_upper() {
         m.upper.display(),
         kwork.display()
     );
-    let out = testkit::run_timeout(
-        std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&kmnt),
-        std::time::Duration::from_secs(20),
-    );
+    let out = mount_kernel_overlay(&opts, &kmnt, std::time::Duration::from_secs(20));
     if !out.success() {
         testkit::skip!("kernel overlayfs mount failed: {}", out.stderr);
     }
@@ -292,12 +287,7 @@ fn we_read_an_upper_written_by_kernel_overlayfs() {
         m.upper.display(),
         m.work.display()
     );
-    let out = testkit::run_timeout(
-        std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&kmnt),
-        std::time::Duration::from_secs(20),
-    );
+    let out = mount_kernel_overlay(&opts, &kmnt, std::time::Duration::from_secs(20));
     if !out.success() {
         testkit::skip!("kernel overlayfs mount failed: {}", out.stderr);
     }
@@ -339,9 +329,7 @@ fn an_upper_we_wrote_works_as_a_lower_layer() {
     let work2 = m.dir.path().join("work2");
     std::fs::create_dir(&up2).unwrap();
     std::fs::create_dir(&work2).unwrap();
-    let mut cfg =
-        fsimpl::OverlayConfig::new(vec![m.upper.clone(), l.clone()]).with_upper(up2.clone(), work2);
-    cfg.threads = 2;
+    let cfg = config_for(vec![m.upper.clone(), l.clone()], up2.clone(), work2);
     m.mount(cfg);
     assert_eq!(
         m.sh(

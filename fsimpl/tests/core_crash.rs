@@ -19,9 +19,7 @@ fn crash_server_process() {
         return;
     };
     let p: Vec<&str> = spec.split('|').collect();
-    let mut cfg =
-        fsimpl::OverlayConfig::new(vec![p[0].into()]).with_upper(p[1].into(), p[2].into());
-    cfg.threads = 2;
+    let cfg = config_for(vec![p[0].into()], p[1].into(), p[2].into());
     let fs = fsimpl::UnionFs::new(cfg).expect("new");
     let s = fsimpl::mount(fs, Path::new(p[3])).expect("mount");
     s.run().expect("run");

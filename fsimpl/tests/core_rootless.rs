@@ -11,15 +11,6 @@ use union_mounts::*;
 
 const ENV: &str = "RCLFS_CORE_ROOTLESS";
 
-fn sh_in(dir: &Path, script: &str) -> String {
-    let out = testkit::run_timeout(
-        Command::new("sh").arg("-ec").arg(script).current_dir(dir),
-        Duration::from_secs(60),
-    );
-    assert!(out.success(), "script failed: {script}\n{out:#?}");
-    out.stdout
-}
-
 /// Not a test on its own: the body that runs inside the user namespace (re-executed by
 /// `rootless_mount_works`). Without the variable it does nothing.
 #[test]
@@ -29,13 +20,11 @@ fn rootless_inner_process() {
     };
     let base = Path::new(&base);
     let mnt = base.join("mnt");
-    let mut cfg = fsimpl::OverlayConfig::new(vec![base.join("l0")])
-        .with_upper(base.join("upper"), base.join("work"));
-    cfg.threads = 2;
+    let cfg = config_for(vec![base.join("l0")], base.join("upper"), base.join("work"));
     let fs = fsimpl::UnionFs::new(cfg).expect("new");
     let s = fsimpl::mount(fs, &mnt).expect("mount in user namespace");
     let bg = s.spawn().expect("spawn");
-    let out = sh_in(
+    let out = sh_ok_in(
         &mnt,
         "cat f; rm f; test ! -e f; rm -r d; mkdir d; ls -A d | wc -l; echo new > n; cat n; \
          mv keep kept; cat kept/x; dd if=/dev/zero of=big bs=1M count=8 2>/dev/null; stat -c %s big",

@@ -236,12 +236,7 @@ pub fn mount_at(imp: Imp, opts: &str, mnt: &Path) -> Mounted {
             // retry for a while.
             let mut tries = 0;
             loop {
-                let out = run_timeout(
-                    Command::new("mount")
-                        .args(["-t", "overlay", "overlay", "-o", opts])
-                        .arg(mnt),
-                    STEP,
-                );
+                let out = mount_kernel_overlay(opts, mnt, STEP);
                 tries += 1;
                 if out.success() || tries == 20 || testkit::is_mounted(mnt) {
                     break out;
@@ -274,6 +269,17 @@ pub fn mount_at(imp: Imp, opts: &str, mnt: &Path) -> Mounted {
         imp,
         server,
     }
+}
+
+/// Runs `mount -t overlay overlay -o OPTS MNT` once, bounded by `limit`; the caller guards the
+/// mountpoint (see [`mount_at`] for the retrying, guarded form).
+pub fn mount_kernel_overlay(opts: &str, mnt: &Path, limit: Duration) -> Output {
+    run_timeout(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", opts])
+            .arg(mnt),
+        limit,
+    )
 }
 
 /// A live mount; unmounted (lazily) and its server killed when dropped.
@@ -360,10 +366,7 @@ impl InProcessMount {
 
     /// A default config (with upper, two server threads) for these layers.
     pub fn config(&self) -> OverlayConfig {
-        let mut c = OverlayConfig::new(self.lowers.clone())
-            .with_upper(self.upper.clone(), self.work.clone());
-        c.threads = 2;
-        c
+        config_for(self.lowers.clone(), self.upper.clone(), self.work.clone())
     }
 
     /// Mounts with `cfg`, served by threads of this process.
@@ -396,9 +399,7 @@ impl InProcessMount {
     /// stdout.
     #[track_caller]
     pub fn sh(&self, script: &str) -> String {
-        let out = sh_in(&self.mnt, "-ec", script, IN_PROCESS_SCRIPT);
-        assert!(out.success(), "script failed:\n{script}\n{out:#?}");
-        out.stdout
+        sh_ok_in(&self.mnt, script)
     }
 
     /// Runs `script` in the mount: whether it succeeded, and its stdout then stderr.
@@ -406,6 +407,23 @@ impl InProcessMount {
         let out = sh_in(&self.mnt, "-c", script, IN_PROCESS_SCRIPT);
         (out.success(), format!("{}{}", out.stdout, out.stderr))
     }
+}
+
+/// The config an in-process test starts from: `lowers` (top first), an upper and work dir, two
+/// server threads.
+pub fn config_for(lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf) -> OverlayConfig {
+    let mut c = OverlayConfig::new(lowers).with_upper(upper, work);
+    c.threads = 2;
+    c
+}
+
+/// Runs `script` with `sh -e` in `dir` (a mount served in-process, or by this process's child),
+/// bounded by [`IN_PROCESS_SCRIPT`]; panics with its output on failure; returns stdout.
+#[track_caller]
+pub fn sh_ok_in(dir: &Path, script: &str) -> String {
+    let out = sh_in(dir, "-ec", script, IN_PROCESS_SCRIPT);
+    assert!(out.success(), "script failed:\n{script}\n{out:#?}");
+    out.stdout
 }
 
 impl Drop for InProcessMount {
@@ -541,21 +559,15 @@ pub fn list_xattr(p: &Path) -> Result<Vec<String>, i32> {
 
 /// `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)`; Err(errno) on failure.
 pub fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
-    let (a, b) = (cpath(from), cpath(to));
-    // SAFETY: valid C strings; renameat2 takes no other pointers.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    Ok(())
+    use nix::fcntl::{RenameFlags, AT_FDCWD};
+    nix::fcntl::renameat2(
+        AT_FDCWD,
+        from,
+        AT_FDCWD,
+        to,
+        RenameFlags::from_bits_retain(flags),
+    )
+    .map_err(|e| e as i32)
 }
 
 /// `mknod` of a char device (0/0 is a whiteout).
