@@ -25,17 +25,6 @@ fn crash_server_process() {
     s.run().expect("run");
 }
 
-fn wait_mounted(mnt: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if testkit::is_mounted(mnt) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 #[test]
 fn kill_during_copy_up_is_atomic() {
     need_fuse!();
@@ -47,7 +36,10 @@ fn kill_during_copy_up_is_atomic() {
     for (round, delay_ms) in [5u64, 40, 120].into_iter().enumerate() {
         let mut server = spawn_server(&m, &[]);
         let guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
-        assert!(wait_mounted(&m.mnt), "server did not mount");
+        assert!(
+            wait_mounted(&m.mnt, Duration::from_secs(20)),
+            "server did not mount"
+        );
         let mut writer = Command::new("sh")
             .arg("-c")
             .arg(format!("echo appended >> {}/big", m.mnt.display()))
@@ -138,7 +130,7 @@ fn sh_under_fd_limit(m: &InProcessMount, script: &str) -> Option<String> {
         ],
     );
     let _guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
-    if !wait_mounted(&m.mnt) {
+    if !wait_mounted(&m.mnt, Duration::from_secs(20)) {
         let _ = server.kill();
         let _ = server.wait();
         testkit::record_skip(module_path!(), "server under setpriv/prlimit did not mount");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{run_timeout, MountGuard};
-use union_mounts::{server_pid, wait_gone, Fixture, Imp, STEP};
+use union_mounts::{server_pid, wait_gone, wait_mounted, Fixture, Imp, STEP};
 
 fn rclfs() -> Command {
     Command::new(testkit::workspace_bin("rcl-fs"))
@@ -233,14 +233,10 @@ fn foreground(fx: &Fixture) -> (std::process::Child, MountGuard) {
         .spawn()
         .expect("spawn rcl-fs -f");
     let guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !testkit::is_mounted(&fx.mnt) {
-        assert!(
-            Instant::now() < deadline,
-            "rcl-fs -f did not mount within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_mounted(&fx.mnt, Duration::from_secs(10)),
+        "rcl-fs -f did not mount within 10 s"
+    );
     (child, guard)
 }
 
@@ -591,11 +587,10 @@ fn debug_flag_logs_and_stays_in_foreground() {
         .spawn()
         .unwrap();
     let _guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !testkit::is_mounted(&fx.mnt) {
-        assert!(Instant::now() < deadline, "rcl-fs -d did not mount");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_mounted(&fx.mnt, Duration::from_secs(10)),
+        "rcl-fs -d did not mount"
+    );
     assert_eq!(
         testkit::sh(&format!("cat {}/a", fx.mnt.display()), STEP).stdout,
         "hello\n"

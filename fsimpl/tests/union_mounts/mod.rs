@@ -474,6 +474,18 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
     false
 }
 
+/// Waits until `mnt` is a mountpoint (polling the mount table, never the mount itself).
+pub fn wait_mounted(mnt: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if testkit::is_mounted(mnt) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 /// Runs `f` on a thread and panics if it does not finish within [`STEP`] (a hung FUSE request
 /// then fails the test instead of hanging it; the thread is left behind).
 #[track_caller]
