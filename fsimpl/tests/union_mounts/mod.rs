@@ -505,63 +505,45 @@ fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
 
+/// A libc return value: the count when not negative, else the errno.
+fn counted(r: isize) -> Result<usize, i32> {
+    usize::try_from(r).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
 /// `lgetxattr`: the value, or the errno.
 pub fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
     let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let n =
-        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    buf.truncate(n as usize);
+    let (b, len) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: valid C strings and a buffer of `len` bytes.
+    let n = counted(unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), b, len) })?;
+    buf.truncate(n);
     Ok(buf)
 }
 
 /// `lsetxattr`; Err(errno) on failure.
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
-    // SAFETY: valid C strings and a value buffer of the given length.
-    let r = unsafe {
-        libc::lsetxattr(
-            cp.as_ptr(),
-            cn.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    Ok(())
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
+    let (v, len) = (value.as_ptr().cast(), value.len());
+    // SAFETY: valid C strings and a value of `len` bytes.
+    counted(unsafe { libc::lsetxattr(cp.as_ptr(), cn.as_ptr(), v, len, 0) } as isize).map(drop)
 }
 
 /// `lremovexattr`; Err(errno) on failure.
 pub fn remove_xattr(p: &Path, name: &str) -> Result<(), i32> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
     // SAFETY: valid C strings.
-    let r = unsafe { libc::lremovexattr(cp.as_ptr(), cn.as_ptr()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    Ok(())
+    counted(unsafe { libc::lremovexattr(cp.as_ptr(), cn.as_ptr()) } as isize).map(drop)
 }
 
 /// `llistxattr`: the names.
 pub fn list_xattr(p: &Path) -> Result<Vec<String>, i32> {
     let cp = cpath(p);
     let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C string and a buffer of the given length.
-    let n = unsafe { libc::llistxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    buf.truncate(n as usize);
+    let (b, len) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: valid C string and a buffer of `len` bytes.
+    let n = counted(unsafe { libc::llistxattr(cp.as_ptr(), b, len) })?;
+    buf.truncate(n);
     Ok(buf
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
