@@ -72,10 +72,8 @@ fn create_unlink_whiteout_and_opaque_mkdir() {
     // mkdir over the whiteout: opaque, lower children hidden.
     m.sh("mkdir dir; test -z \"$(ls -A dir)\"; touch dir/z; ls dir");
     assert_eq!(
-        get_xattr(&m.upper.join("dir"), "trusted.overlay.opaque")
-            .ok()
-            .as_deref(),
-        Some(&b"y"[..])
+        get_xattr(&m.upper.join("dir"), "trusted.overlay.opaque"),
+        Ok(b"y".to_vec())
     );
     // .wh. names cannot be created or seen.
     let (ok, _) = m.try_sh("touch .wh.foo");
@@ -133,10 +131,8 @@ fn rename_lower_dir_uses_redirect() {
     m.sh("mv a moved; test ! -e a; cat moved/b/c moved/d");
     assert!(is_whiteout(&m.upper.join("a")));
     assert_eq!(
-        get_xattr(&m.upper.join("moved"), "trusted.overlay.redirect")
-            .ok()
-            .as_deref(),
-        Some(&b"/a"[..])
+        get_xattr(&m.upper.join("moved"), "trusted.overlay.redirect"),
+        Ok(b"/a".to_vec())
     );
     // A directory renamed over an empty lower dir never shows the old target's children.
     m.sh("rm t/old; mkdir n; touch n/new; mv -T n t; ls t");

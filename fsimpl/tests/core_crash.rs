@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use union_mounts::*;
+use union_mounts::{config_for, library_mount, only_test, wait_mounted, InProcessMount};
 
 const ENV: &str = "RCLFS_CORE_CRASH_SERVER";
 
@@ -20,9 +20,7 @@ fn crash_server_process() {
     };
     let p: Vec<&str> = spec.split('|').collect();
     let cfg = config_for(vec![p[0].into()], p[1].into(), p[2].into());
-    let fs = fsimpl::UnionFs::new(cfg).expect("new");
-    let s = fsimpl::mount(fs, Path::new(p[3])).expect("mount");
-    s.run().expect("run");
+    library_mount(cfg, Path::new(p[3])).run().expect("run");
 }
 
 #[test]
@@ -102,17 +100,12 @@ fn spawn_server(m: &InProcessMount, wrapper: &[&str]) -> std::process::Child {
         }
         None => Command::new(&exe),
     };
-    cmd.args([
-        "--exact",
-        "crash_server_process",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(ENV, spec)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap()
+    cmd.args(only_test("crash_server_process"))
+        .env(ENV, spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Serves `m`'s layers from a separate process limited to 1,024 fds (and unable to raise it)

@@ -7,7 +7,9 @@ mod union_mounts;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use union_mounts::*;
+use union_mounts::{
+    config_for, get_xattr, is_whiteout, library_mount, only_test, put, sh_ok_in, InProcessMount,
+};
 
 const ENV: &str = "RCLFS_CORE_ROOTLESS";
 
@@ -21,9 +23,7 @@ fn rootless_inner_process() {
     let base = Path::new(&base);
     let mnt = base.join("mnt");
     let cfg = config_for(vec![base.join("l0")], base.join("upper"), base.join("work"));
-    let fs = fsimpl::UnionFs::new(cfg).expect("new");
-    let s = fsimpl::mount(fs, &mnt).expect("mount in user namespace");
-    let bg = s.spawn().expect("spawn");
+    let bg = library_mount(cfg, &mnt).spawn().expect("spawn");
     let out = sh_ok_in(
         &mnt,
         "cat f; rm f; test ! -e f; rm -r d; mkdir d; ls -A d | wc -l; echo new > n; cat n; \
@@ -76,12 +76,7 @@ fn rootless_mount_works() {
     };
     cmd.args(["-Urm", "--"])
         .arg(&exe)
-        .args([
-            "--exact",
-            "rootless_inner_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(only_test("rootless_inner_process"))
         .env(ENV, &base);
     let out = testkit::run_timeout(&mut cmd, Duration::from_secs(120));
     if out.stderr.contains("unshare failed") {
@@ -93,17 +88,13 @@ fn rootless_mount_works() {
     );
     assert!(is_whiteout(&m.upper.join("f")));
     assert_eq!(
-        get_xattr(&m.upper.join("d"), "user.overlay.opaque")
-            .ok()
-            .as_deref(),
-        Some(&b"y"[..])
+        get_xattr(&m.upper.join("d"), "user.overlay.opaque"),
+        Ok(b"y".to_vec())
     );
     assert!(get_xattr(&m.upper.join("d"), "trusted.overlay.opaque").is_err());
     assert_eq!(
-        get_xattr(&m.upper.join("kept"), "user.overlay.redirect")
-            .ok()
-            .as_deref(),
-        Some(&b"/keep"[..])
+        get_xattr(&m.upper.join("kept"), "user.overlay.redirect"),
+        Ok(b"/keep".to_vec())
     );
 }
 

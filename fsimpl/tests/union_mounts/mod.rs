@@ -371,9 +371,8 @@ impl InProcessMount {
 
     /// Mounts with `cfg`, served by threads of this process.
     pub fn mount(&mut self, cfg: OverlayConfig) {
-        let fs = UnionFs::new(cfg).expect("UnionFs::new");
         let guard = MountGuard::new(&self.mnt);
-        let s = fsimpl::mount(fs, &self.mnt).expect("mount");
+        let s = library_mount(cfg, &self.mnt);
         self.session = Some(s.spawn().expect("spawn"));
         self.guard = Some(guard);
     }
@@ -415,6 +414,19 @@ pub fn config_for(lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf) -> Overla
     let mut c = OverlayConfig::new(lowers).with_upper(upper, work);
     c.threads = 2;
     c
+}
+
+/// Builds a [`UnionFs`] from `cfg` and mounts it on `mnt` through the library, not served yet
+/// (`run` or `spawn` the session); panics on error. The caller guards `mnt`.
+pub fn library_mount(cfg: OverlayConfig, mnt: &Path) -> fsimpl::Session {
+    let fs = UnionFs::new(cfg).expect("UnionFs::new");
+    fsimpl::mount(fs, mnt).unwrap_or_else(|e| panic!("fsimpl::mount on {}: {e}", mnt.display()))
+}
+
+/// Arguments that make this test binary, run again as a child, run only the test `name` (a body
+/// that does its work when its environment variable is set and nothing otherwise).
+pub fn only_test(name: &str) -> [&str; 4] {
+    ["--exact", name, "--nocapture", "--test-threads=1"]
 }
 
 /// Runs `script` with `sh -e` in `dir` (a mount served in-process, or by this process's child),
