@@ -1,14 +1,15 @@
 //! fscore integration tests: lookup, readdir, whiteouts, opaque dirs, copy-up, rename,
 //! hard links, metacopy — through a real in-process mount and by looking at the upper layer.
 
-mod core_util;
-use core_util::*;
+#[macro_use]
+mod union_mounts;
 use std::os::unix::fs::MetadataExt;
+use union_mounts::*;
 
 #[test]
 fn readonly_merge_whiteouts_opaque() {
     need_fuse!();
-    let mut m = Mounted::layers(2);
+    let mut m = InProcessMount::layers(2);
     let (top, bot) = (m.lower(0).to_path_buf(), m.lower(1).to_path_buf());
     put(&top.join("both"), "top");
     put(&bot.join("both"), "bottom");
@@ -50,7 +51,7 @@ fn readonly_merge_whiteouts_opaque() {
 #[test]
 fn create_unlink_whiteout_and_opaque_mkdir() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("a"), "lower a");
     put(&l.join("dir/x"), "x");
@@ -71,8 +72,8 @@ fn create_unlink_whiteout_and_opaque_mkdir() {
     // mkdir over the whiteout: opaque, lower children hidden.
     m.sh("mkdir dir; test -z \"$(ls -A dir)\"; touch dir/z; ls dir");
     assert_eq!(
-        xattr(&m.upper.join("dir"), "trusted.overlay.opaque").as_deref(),
-        Some(&b"y"[..])
+        get_xattr(&m.upper.join("dir"), "trusted.overlay.opaque"),
+        Ok(b"y".to_vec())
     );
     // .wh. names cannot be created or seen.
     let (ok, _) = m.try_sh("touch .wh.foo");
@@ -90,7 +91,7 @@ fn create_unlink_whiteout_and_opaque_mkdir() {
 #[test]
 fn copy_up_keeps_inode_and_metadata() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("sub/f"), "original");
     std::os::unix::fs::chown(l.join("sub/f"), Some(1234), Some(2345)).unwrap();
@@ -120,7 +121,7 @@ fn copy_up_keeps_inode_and_metadata() {
 #[test]
 fn rename_lower_dir_uses_redirect() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("a/b/c"), "c");
     put(&l.join("a/d"), "d");
@@ -130,8 +131,8 @@ fn rename_lower_dir_uses_redirect() {
     m.sh("mv a moved; test ! -e a; cat moved/b/c moved/d");
     assert!(is_whiteout(&m.upper.join("a")));
     assert_eq!(
-        xattr(&m.upper.join("moved"), "trusted.overlay.redirect").as_deref(),
-        Some(&b"/a"[..])
+        get_xattr(&m.upper.join("moved"), "trusted.overlay.redirect"),
+        Ok(b"/a".to_vec())
     );
     // A directory renamed over an empty lower dir never shows the old target's children.
     m.sh("rm t/old; mkdir n; touch n/new; mv -T n t; ls t");
@@ -149,7 +150,7 @@ fn rename_lower_dir_uses_redirect() {
 #[test]
 fn hard_links_stay_linked_after_copy_up() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("h1"), "data");
     std::fs::hard_link(l.join("h1"), l.join("h2")).unwrap();
@@ -181,7 +182,7 @@ fn hard_links_stay_linked_after_copy_up() {
 #[test]
 fn metacopy_chmod_copies_no_data() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     std::fs::write(l.join("big"), vec![7u8; 4 << 20]).unwrap();
     let cfg = m.config();
@@ -201,13 +202,13 @@ fn metacopy_chmod_copies_no_data() {
     assert_eq!(data.len(), 4 << 20);
     assert_eq!(data[10], b'X');
     assert_eq!(data[11], 7);
-    assert!(xattr(&m.upper.join("big"), "trusted.overlay.metacopy").is_none());
+    assert!(get_xattr(&m.upper.join("big"), "trusted.overlay.metacopy").is_err());
 }
 
 #[test]
 fn kernel_overlayfs_reads_our_upper() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("keep"), "k");
     put(&l.join("del"), "d");
@@ -226,12 +227,7 @@ fn kernel_overlayfs_reads_our_upper() {
         m.upper.display(),
         kwork.display()
     );
-    let out = testkit::run_timeout(
-        std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&kmnt),
-        std::time::Duration::from_secs(20),
-    );
+    let out = mount_kernel_overlay(&opts, &kmnt, std::time::Duration::from_secs(20));
     if !out.success() {
         testkit::skip!("kernel overlayfs mount failed: {}", out.stderr);
     }
@@ -249,7 +245,7 @@ fn kernel_overlayfs_reads_our_upper() {
 #[test]
 fn rename_of_lower_file_is_metacopy_and_keeps_data() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     std::fs::create_dir(l.join("dir")).unwrap();
     std::fs::write(l.join("dir/big"), vec![3u8; 2 << 20]).unwrap();
@@ -273,7 +269,7 @@ fn rename_of_lower_file_is_metacopy_and_keeps_data() {
 #[test]
 fn we_read_an_upper_written_by_kernel_overlayfs() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("keep"), "k");
     put(&l.join("del"), "d");
@@ -287,12 +283,7 @@ fn we_read_an_upper_written_by_kernel_overlayfs() {
         m.upper.display(),
         m.work.display()
     );
-    let out = testkit::run_timeout(
-        std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&kmnt),
-        std::time::Duration::from_secs(20),
-    );
+    let out = mount_kernel_overlay(&opts, &kmnt, std::time::Duration::from_secs(20));
     if !out.success() {
         testkit::skip!("kernel overlayfs mount failed: {}", out.stderr);
     }
@@ -319,7 +310,7 @@ fn we_read_an_upper_written_by_kernel_overlayfs() {
 #[test]
 fn an_upper_we_wrote_works_as_a_lower_layer() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("chm"), "chmod data\n");
     put(&l.join("dir/ren"), "renamed data\n");
@@ -328,15 +319,13 @@ fn an_upper_we_wrote_works_as_a_lower_layer() {
     m.mount(cfg);
     m.sh("chmod 600 chm; mv dir/ren moved; mv tree tree2");
     m.unmount();
-    assert!(xattr(&m.upper.join("chm"), "trusted.overlay.metacopy").is_some());
+    assert!(get_xattr(&m.upper.join("chm"), "trusted.overlay.metacopy").is_ok());
     // Stack: the old upper on top of the old lower, a fresh upper.
     let up2 = m.dir.path().join("upper2");
     let work2 = m.dir.path().join("work2");
     std::fs::create_dir(&up2).unwrap();
     std::fs::create_dir(&work2).unwrap();
-    let mut cfg =
-        fsimpl::OverlayConfig::new(vec![m.upper.clone(), l.clone()]).with_upper(up2.clone(), work2);
-    cfg.threads = 2;
+    let cfg = config_for(vec![m.upper.clone(), l.clone()], up2.clone(), work2);
     m.mount(cfg);
     assert_eq!(
         m.sh(

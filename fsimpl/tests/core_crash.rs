@@ -1,12 +1,13 @@
 //! fscore crash test: kill -9 of the server in the middle of a copy-up never leaves a partial
 //! file visible after remount, and leftovers in the work dir are cleaned at mount.
 
-mod core_util;
-use core_util::*;
+#[macro_use]
+mod union_mounts;
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use union_mounts::{config_for, library_mount, only_test, wait_mounted, InProcessMount};
 
 const ENV: &str = "RCLFS_CORE_CRASH_SERVER";
 
@@ -18,29 +19,14 @@ fn crash_server_process() {
         return;
     };
     let p: Vec<&str> = spec.split('|').collect();
-    let mut cfg =
-        fsimpl::OverlayConfig::new(vec![p[0].into()]).with_upper(p[1].into(), p[2].into());
-    cfg.threads = 2;
-    let fs = fsimpl::UnionFs::new(cfg).expect("new");
-    let s = fsimpl::mount(fs, Path::new(p[3])).expect("mount");
-    s.run().expect("run");
-}
-
-fn wait_mounted(mnt: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if testkit::is_mounted(mnt) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+    let cfg = config_for(vec![p[0].into()], p[1].into(), p[2].into());
+    library_mount(cfg, Path::new(p[3])).run().expect("run");
 }
 
 #[test]
 fn kill_during_copy_up_is_atomic() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     let size = 192usize << 20;
     let data: Vec<u8> = (0..size).map(|i| (i / 4096) as u8).collect();
@@ -48,7 +34,10 @@ fn kill_during_copy_up_is_atomic() {
     for (round, delay_ms) in [5u64, 40, 120].into_iter().enumerate() {
         let mut server = spawn_server(&m, &[]);
         let guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
-        assert!(wait_mounted(&m.mnt), "server did not mount");
+        assert!(
+            wait_mounted(&m.mnt, Duration::from_secs(20)),
+            "server did not mount"
+        );
         let mut writer = Command::new("sh")
             .arg("-c")
             .arg(format!("echo appended >> {}/big", m.mnt.display()))
@@ -94,7 +83,7 @@ fn kill_during_copy_up_is_atomic() {
 
 /// Starts [`crash_server_process`] over `m`'s layers in a new process, run through `wrapper`
 /// (a command and its arguments, e.g. `prlimit ...`; empty: directly).
-fn spawn_server(m: &Mounted, wrapper: &[&str]) -> std::process::Child {
+fn spawn_server(m: &InProcessMount, wrapper: &[&str]) -> std::process::Child {
     let spec = format!(
         "{}|{}|{}|{}",
         m.lower(0).display(),
@@ -111,22 +100,17 @@ fn spawn_server(m: &Mounted, wrapper: &[&str]) -> std::process::Child {
         }
         None => Command::new(&exe),
     };
-    cmd.args([
-        "--exact",
-        "crash_server_process",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(ENV, spec)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap()
+    cmd.args(only_test("crash_server_process"))
+        .env(ENV, spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Serves `m`'s layers from a separate process limited to 1,024 fds (and unable to raise it)
 /// and runs `script` in the mount; `None` (after a loud skip) when that process cannot mount.
-fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
+fn sh_under_fd_limit(m: &InProcessMount, script: &str) -> Option<String> {
     let mut server = spawn_server(
         m,
         &[
@@ -139,7 +123,7 @@ fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
         ],
     );
     let _guard = testkit::MountGuard::new(&m.mnt).with_server(server.id() as i32);
-    if !wait_mounted(&m.mnt) {
+    if !wait_mounted(&m.mnt, Duration::from_secs(20)) {
         let _ = server.kill();
         let _ = server.wait();
         testkit::record_skip(module_path!(), "server under setpriv/prlimit did not mount");
@@ -152,7 +136,7 @@ fn sh_under_fd_limit(m: &Mounted, script: &str) -> Option<String> {
     Some(out)
 }
 
-fn lower_tree(m: &Mounted) {
+fn lower_tree(m: &InProcessMount) {
     let l = m.lower(0).to_path_buf();
     for d in 0..40 {
         let dir = l.join(format!("tree/d{d}"));
@@ -169,7 +153,7 @@ fn lower_tree(m: &Mounted) {
 #[test]
 fn large_tree_within_a_small_fd_limit() {
     need_fuse!();
-    let m = Mounted::layers(1);
+    let m = InProcessMount::layers(1);
     lower_tree(&m);
     let out = sh_under_fd_limit(
         &m,
@@ -187,7 +171,7 @@ fn large_tree_within_a_small_fd_limit() {
 #[test]
 fn renamed_files_within_a_small_fd_limit() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     lower_tree(&m);
     let cfg = m.config();
     m.mount(cfg);

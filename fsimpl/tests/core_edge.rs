@@ -1,13 +1,14 @@
 //! fscore integration tests: POSIX edge cases through the union mount.
 
-mod core_util;
-use core_util::*;
+#[macro_use]
+mod union_mounts;
 use std::os::unix::fs::MetadataExt;
+use union_mounts::*;
 
 #[test]
 fn names_paths_and_special_files() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("f"), "f");
     let cfg = m.config();
@@ -49,7 +50,7 @@ impl FifoLike for std::fs::FileType {
 #[test]
 fn xattrs_private_hidden_user_visible() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("d/f"), "f");
     set_xattr(&l.join("d/f"), "user.lower", b"low").unwrap();
@@ -57,20 +58,23 @@ fn xattrs_private_hidden_user_visible() {
     let cfg = m.config();
     m.mount(cfg);
     let mnt = m.mnt.clone();
-    timed(move || {
+    within(move || {
         let f = mnt.join("d/f");
-        assert_eq!(xattr(&f, "user.lower").as_deref(), Some(&b"low"[..]));
+        assert_eq!(get_xattr(&f, "user.lower"), Ok(b"low".to_vec()));
         assert!(
-            xattr(&f, "trusted.overlay.foo").is_none(),
+            get_xattr(&f, "trusted.overlay.foo").is_err(),
             "private xattr hidden"
         );
-        assert!(!list_xattr(&f).iter().any(|n| n.contains("overlay")));
+        assert!(!list_xattr(&f)
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.contains("overlay")));
         set_xattr(&f, "user.test", b"hello").unwrap();
-        assert_eq!(xattr(&f, "user.test").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(get_xattr(&f, "user.test"), Ok(b"hello".to_vec()));
         let e = set_xattr(&mnt.join("d"), "trusted.overlay.opaque", b"y").unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert_eq!(e, libc::EPERM);
         std::fs::rename(mnt.join("d"), mnt.join("d2")).unwrap();
-        let names = list_xattr(&mnt.join("d2"));
+        let names = list_xattr(&mnt.join("d2")).unwrap_or_default();
         assert!(
             !names
                 .iter()
@@ -78,25 +82,25 @@ fn xattrs_private_hidden_user_visible() {
             "{names:?}"
         );
         assert_eq!(
-            xattr(&mnt.join("d2/f"), "user.test").as_deref(),
-            Some(&b"hello"[..])
+            get_xattr(&mnt.join("d2/f"), "user.test"),
+            Ok(b"hello".to_vec())
         );
     });
-    assert!(xattr(&m.upper.join("d2"), "trusted.overlay.redirect").is_some());
+    assert!(get_xattr(&m.upper.join("d2"), "trusted.overlay.redirect").is_ok());
     // metacopy: setxattr on a lower file copied metadata only.
-    assert!(xattr(&m.upper.join("d2/f"), "trusted.overlay.metacopy").is_some());
+    assert!(get_xattr(&m.upper.join("d2/f"), "trusted.overlay.metacopy").is_ok());
     assert_eq!(
-        xattr(&m.upper.join("d2/f"), "user.lower").as_deref(),
-        Some(&b"low"[..])
+        get_xattr(&m.upper.join("d2/f"), "user.lower"),
+        Ok(b"low".to_vec())
     );
-    assert!(xattr(&m.upper.join("d2/f"), "trusted.overlay.foo").is_none());
+    assert!(get_xattr(&m.upper.join("d2/f"), "trusted.overlay.foo").is_err());
     assert_eq!(m.sh("cat d2/f"), "f");
 }
 
 #[test]
 fn renameat2_noreplace_exchange() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("p/pp"), "p");
     put(&l.join("q/qq"), "q");
@@ -105,16 +109,16 @@ fn renameat2_noreplace_exchange() {
     let cfg = m.config();
     m.mount(cfg);
     let mnt = m.mnt.clone();
-    timed(move || {
-        let e = rename2(&mnt.join("f1"), &mnt.join("f2"), libc::RENAME_NOREPLACE).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
-        rename2(&mnt.join("f1"), &mnt.join("f2"), libc::RENAME_EXCHANGE).unwrap();
+    within(move || {
+        let e = renameat2(&mnt.join("f1"), &mnt.join("f2"), libc::RENAME_NOREPLACE).unwrap_err();
+        assert_eq!(e, libc::EEXIST);
+        renameat2(&mnt.join("f1"), &mnt.join("f2"), libc::RENAME_EXCHANGE).unwrap();
         assert_eq!(std::fs::read_to_string(mnt.join("f1")).unwrap(), "2");
         assert_eq!(std::fs::read_to_string(mnt.join("f2")).unwrap(), "1");
-        rename2(&mnt.join("p"), &mnt.join("q"), libc::RENAME_EXCHANGE).unwrap();
+        renameat2(&mnt.join("p"), &mnt.join("q"), libc::RENAME_EXCHANGE).unwrap();
         assert!(mnt.join("p/qq").exists() && mnt.join("q/pp").exists());
         assert!(!mnt.join("p/pp").exists() && !mnt.join("q/qq").exists());
-        rename2(&mnt.join("f1"), &mnt.join("f3"), libc::RENAME_NOREPLACE).unwrap();
+        renameat2(&mnt.join("f1"), &mnt.join("f3"), libc::RENAME_NOREPLACE).unwrap();
         assert!(!mnt.join("f1").exists());
     });
     m.unmount();
@@ -126,7 +130,7 @@ fn renameat2_noreplace_exchange() {
 #[test]
 fn rename_flags_and_dir_replace() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("a/x"), "x");
     put(&l.join("b/y"), "y");
@@ -151,7 +155,7 @@ fn rename_flags_and_dir_replace() {
 #[test]
 fn ownership_setgid_and_id_mapping() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     std::fs::create_dir(l.join("sg")).unwrap();
     std::os::unix::fs::chown(l.join("sg"), Some(0), Some(4242)).unwrap();
@@ -186,7 +190,7 @@ fn ownership_setgid_and_id_mapping() {
 #[test]
 fn static_nlink_and_merged_dir_nlink() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     std::fs::create_dir_all(l.join("d/s1")).unwrap();
     std::fs::create_dir_all(l.join("d/s2")).unwrap();
@@ -199,7 +203,7 @@ fn static_nlink_and_merged_dir_nlink() {
 #[test]
 fn wh_files_format() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("a"), "a");
     put(&l.join("dir/x"), "x");
@@ -217,7 +221,7 @@ fn wh_files_format() {
 #[test]
 fn io_without_passthrough_uses_writeback() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("low"), "0123456789");
     let mut cfg = m.config();
@@ -243,7 +247,7 @@ fn io_without_passthrough_uses_writeback() {
 #[test]
 fn copy_up_keeps_suid_and_file_capabilities() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     put(&l.join("suid"), "s");
     std::os::unix::fs::chown(l.join("suid"), Some(1000), Some(1000)).unwrap();
@@ -264,15 +268,15 @@ fn copy_up_keeps_suid_and_file_capabilities() {
     assert_eq!(md.mode() & 0o7777, 0o6755);
     assert_eq!((md.uid(), md.gid()), (1000, 1000));
     assert_eq!(
-        xattr(&m.upper.join("cap"), "security.capability").as_deref(),
-        Some(&v[..])
+        get_xattr(&m.upper.join("cap"), "security.capability"),
+        Ok(v.clone())
     );
 }
 
 #[test]
 fn copy_file_range_inside_the_mount() {
     need_fuse!();
-    let mut m = Mounted::layers(1);
+    let mut m = InProcessMount::layers(1);
     let l = m.lower(0).to_path_buf();
     let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
     std::fs::write(l.join("src"), &data).unwrap();
@@ -281,7 +285,7 @@ fn copy_file_range_inside_the_mount() {
         cfg.passthrough = pt;
         m.mount(cfg);
         let mnt = m.mnt.clone();
-        timed(move || {
+        within(move || {
             let src = std::fs::File::open(mnt.join("src")).unwrap();
             let dst = std::fs::File::create(mnt.join("dst")).unwrap();
             let mut done = 0usize;

@@ -2,22 +2,16 @@
 //! namespace (as podman runs fuse-overlayfs): markers go to `user.overlay.*`, whiteouts are
 //! char 0/0, passthrough falls back, and the container view still works.
 
-mod core_util;
-use core_util::*;
+#[macro_use]
+mod union_mounts;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use union_mounts::{
+    config_for, get_xattr, is_whiteout, library_mount, only_test, put, sh_ok_in, InProcessMount,
+};
 
 const ENV: &str = "RCLFS_CORE_ROOTLESS";
-
-fn sh_in(dir: &Path, script: &str) -> String {
-    let out = testkit::run_timeout(
-        Command::new("sh").arg("-ec").arg(script).current_dir(dir),
-        Duration::from_secs(60),
-    );
-    assert!(out.success(), "script failed: {script}\n{out:#?}");
-    out.stdout
-}
 
 /// Not a test on its own: the body that runs inside the user namespace (re-executed by
 /// `rootless_mount_works`). Without the variable it does nothing.
@@ -28,13 +22,9 @@ fn rootless_inner_process() {
     };
     let base = Path::new(&base);
     let mnt = base.join("mnt");
-    let mut cfg = fsimpl::OverlayConfig::new(vec![base.join("l0")])
-        .with_upper(base.join("upper"), base.join("work"));
-    cfg.threads = 2;
-    let fs = fsimpl::UnionFs::new(cfg).expect("new");
-    let s = fsimpl::mount(fs, &mnt).expect("mount in user namespace");
-    let bg = s.spawn().expect("spawn");
-    let out = sh_in(
+    let cfg = config_for(vec![base.join("l0")], base.join("upper"), base.join("work"));
+    let bg = library_mount(cfg, &mnt).spawn().expect("spawn");
+    let out = sh_ok_in(
         &mnt,
         "cat f; rm f; test ! -e f; rm -r d; mkdir d; ls -A d | wc -l; echo new > n; cat n; \
          mv keep kept; cat kept/x; dd if=/dev/zero of=big bs=1M count=8 2>/dev/null; stat -c %s big",
@@ -54,7 +44,7 @@ fn rootless_mount_works() {
     probe.args(["-c", "exec 3<>/dev/fuse"]);
     let as_user = testkit::test_user().is_ok()
         && testkit::run_timeout(&mut probe, Duration::from_secs(10)).success();
-    let m = Mounted::layers(1);
+    let m = InProcessMount::layers(1);
     let base = m.dir.path().to_path_buf();
     let l = m.lower(0).to_path_buf();
     put(&l.join("f"), "lower\n");
@@ -86,12 +76,7 @@ fn rootless_mount_works() {
     };
     cmd.args(["-Urm", "--"])
         .arg(&exe)
-        .args([
-            "--exact",
-            "rootless_inner_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(only_test("rootless_inner_process"))
         .env(ENV, &base);
     let out = testkit::run_timeout(&mut cmd, Duration::from_secs(120));
     if out.stderr.contains("unshare failed") {
@@ -103,13 +88,13 @@ fn rootless_mount_works() {
     );
     assert!(is_whiteout(&m.upper.join("f")));
     assert_eq!(
-        xattr(&m.upper.join("d"), "user.overlay.opaque").as_deref(),
-        Some(&b"y"[..])
+        get_xattr(&m.upper.join("d"), "user.overlay.opaque"),
+        Ok(b"y".to_vec())
     );
-    assert!(xattr(&m.upper.join("d"), "trusted.overlay.opaque").is_none());
+    assert!(get_xattr(&m.upper.join("d"), "trusted.overlay.opaque").is_err());
     assert_eq!(
-        xattr(&m.upper.join("kept"), "user.overlay.redirect").as_deref(),
-        Some(&b"/keep"[..])
+        get_xattr(&m.upper.join("kept"), "user.overlay.redirect"),
+        Ok(b"/keep".to_vec())
     );
 }
 
@@ -129,7 +114,7 @@ fn trusted_namespace_refused_in_user_namespace() {
         }
         return;
     }
-    let m = Mounted::layers(1);
+    let m = InProcessMount::layers(1);
     let base = m.dir.path().to_path_buf();
     let exe = base.join("test-exe");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();

@@ -1,25 +1,18 @@
 //! Directory listings stay right while they are cached (rcl-fs keeps merged listings per
 //! directory and lets the kernel cache them): every change made through the mount shows in the
 //! next listing, and open directory streams behave. Checked on kernel overlayfs (the reference)
-//! and rcl-fs alike; everything inside a mount runs in subprocesses or [`common::within`].
+//! and rcl-fs alike; everything inside a mount runs in subprocesses or [`union_mounts::within`].
 
 #[macro_use]
-mod common;
+mod union_mounts;
 
-use common::{within, Fixture, Imp};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::PathBuf;
-
-fn run_check(check: fn(Imp), imp: Imp) {
-    if let Some(why) = common::unavailable(imp) {
-        testkit::skip!("{why}");
-    }
-    check(imp);
-}
+use union_mounts::{within, Fixture, Imp};
 
 /// `ls -A` of `dir`, twice (the second one may come from a cache), checked equal.
-fn ls(m: &common::Mounted, dir: &str) -> String {
+fn ls(m: &union_mounts::Mounted, dir: &str) -> String {
     let a = m.sh(&format!("ls -A {dir}"));
     let b = m.sh(&format!("ls -A {dir}"));
     assert_eq!(a, b, "two listings of an unchanged {dir}");
@@ -102,7 +95,7 @@ unsafe fn read_all(dir: *mut libc::DIR) -> Vec<String> {
 fn open_stream_across_changes(imp: Imp) {
     let fx = Fixture::new(&["d d", "d d"]);
     for i in 0..400 {
-        common::build(&fx.lowers[i % 2], &format!("f d/n{i:03} x"));
+        union_mounts::build(&fx.lowers[i % 2], &format!("f d/n{i:03} x"));
     }
     let m = fx.mount(imp, "", "");
     // Warm whatever caches there are.
@@ -200,18 +193,18 @@ fn xattr_values_of_every_size(imp: Imp) {
     let fx = Fixture::new(&["f lo 1\nd ldir"]).with_upper("f up u");
     for (i, rel) in ["lo", "ldir"].iter().enumerate() {
         let v = "v".repeat(1000 + 1500 * i);
-        common::build(&fx.lowers[0], &format!("x {rel} user.big {v}"));
+        union_mounts::build(&fx.lowers[0], &format!("x {rel} user.big {v}"));
     }
     let m = fx.mount(imp, "", "");
     let p = m.p("up");
     within(move || {
-        common::set_xattr(&p, "user.big", &[b'w'; 3000]).unwrap();
-        common::set_xattr(&p, "user.small", b"s").unwrap();
+        union_mounts::set_xattr(&p, "user.big", &[b'w'; 3000]).unwrap();
+        union_mounts::set_xattr(&p, "user.small", b"s").unwrap();
     });
     for (rel, len) in [("lo", 1000), ("ldir", 2500), ("up", 3000)] {
         let p = m.p(rel);
         let (got, probe) = within(move || {
-            let got = common::get_xattr(&p, "user.big").unwrap();
+            let got = union_mounts::get_xattr(&p, "user.big").unwrap();
             let c = CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
             // SAFETY: valid C strings; a size probe with a NULL buffer.
             let probe = unsafe {
@@ -223,11 +216,11 @@ fn xattr_values_of_every_size(imp: Imp) {
     }
     let p = m.p("up");
     assert_eq!(
-        within(move || common::get_xattr(&p, "user.small")),
+        within(move || union_mounts::get_xattr(&p, "user.small")),
         Ok(b"s".to_vec())
     );
     let p = m.p("lo");
-    let missing = within(move || common::get_xattr(&p, "security.capability"));
+    let missing = within(move || union_mounts::get_xattr(&p, "security.capability"));
     assert_eq!(missing, Err(libc::ENODATA));
 }
 both!(xattr_values_of_every_size);
@@ -259,7 +252,7 @@ fn dot_inos(dir: &std::path::Path) -> (u64, u64) {
 
 /// Checks that listings of each directory `rel` (listed twice: the second pass may come from
 /// a cache) show `.` as its own st_ino and `..` as its parent's st_ino.
-fn check_dots(m: &common::Mounted, rels: &[&str], when: &str) {
+fn check_dots(m: &union_mounts::Mounted, rels: &[&str], when: &str) {
     for rel in rels {
         let d = m.p(rel);
         let (a, b, own, parent) = within(move || {
@@ -312,7 +305,7 @@ fn dotdot_follows_moved_dirs(imp: Imp) {
     // RENAME_EXCHANGE of two directories in different parents.
     let (x, y) = (m.p("m/D2"), m.p("u1/E"));
     assert_eq!(
-        within(move || common::renameat2(&x, &y, libc::RENAME_EXCHANGE)),
+        within(move || union_mounts::renameat2(&x, &y, libc::RENAME_EXCHANGE)),
         Ok(())
     );
     assert_eq!(m.sh("cat u1/E/f m/D2/g"), "1\nu\n");

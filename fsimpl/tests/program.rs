@@ -1,24 +1,17 @@
 //! The `rcl-fs` program: command line, daemon life cycle, unmount paths, `mount -t fuse.rcl-fs`,
 //! crash safety of copy-up, and rootless use (with kernel overlayfs as the rootless reference).
 
-mod common;
+#[macro_use]
+mod union_mounts;
 
-use common::{server_pid, wait_gone, Fixture, Imp, STEP};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{run_timeout, MountGuard};
+use union_mounts::{server_pid, wait_gone, wait_mounted, Fixture, Imp, STEP};
 
 fn rclfs() -> Command {
     Command::new(testkit::workspace_bin("rcl-fs"))
-}
-
-macro_rules! need {
-    ($imp:expr) => {
-        if let Some(why) = common::unavailable($imp) {
-            testkit::skip!("{why}");
-        }
-    };
 }
 
 #[test]
@@ -190,14 +183,14 @@ fn escaped_colon_in_lowerdir() {
     need!(Imp::RclFs);
     let fx = Fixture::new(&["f a 1"]);
     let odd = fx.dir.path().join("a:b,c");
-    common::build(&odd, "f f odd");
+    union_mounts::build(&odd, "f f odd");
     let esc = odd
         .display()
         .to_string()
         .replace(':', "\\:")
         .replace(',', "\\,");
     let opts = format!("lowerdir={esc}:{}", fx.lowers[0].display());
-    let m = common::mount_at(Imp::RclFs, &opts, &fx.mnt);
+    let m = union_mounts::mount_at(Imp::RclFs, &opts, &fx.mnt);
     assert_eq!(m.sh("cat f a"), "odd\n1\n");
 }
 
@@ -240,14 +233,10 @@ fn foreground(fx: &Fixture) -> (std::process::Child, MountGuard) {
         .spawn()
         .expect("spawn rcl-fs -f");
     let guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !testkit::is_mounted(&fx.mnt) {
-        assert!(
-            Instant::now() < deadline,
-            "rcl-fs -f did not mount within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_mounted(&fx.mnt, Duration::from_secs(10)),
+        "rcl-fs -f did not mount within 10 s"
+    );
     (child, guard)
 }
 
@@ -451,7 +440,7 @@ fn run_rootless_with(
     // test user a node of its own, bound over /dev/fuse inside its private mount namespace only.
     let mut prelude = String::new();
     if !fuse_open_to_all() {
-        common::mknod_chr(&fx.dir.path().join("fuse"), 10, 229);
+        union_mounts::mknod_chr(&fx.dir.path().join("fuse"), 10, 229);
         testkit::set_mode(&fx.dir.path().join("fuse"), 0o600);
         prelude = "mount --bind \"$D/fuse\" /dev/fuse\n".into();
     }
@@ -507,19 +496,19 @@ fn rootless(imp: Imp) {
     );
     // On disk, what was created inside belongs to the test user; deletions are 0/0 whiteouts.
     assert_eq!(
-        common::disk_stat(&fx.up("n"), "%u %g"),
+        union_mounts::disk_stat(&fx.up("n"), "%u %g"),
         format!("{uid} {gid}")
     );
     assert_eq!(
-        common::disk_stat(&fx.up("nd"), "%u %g %F"),
+        union_mounts::disk_stat(&fx.up("nd"), "%u %g %F"),
         format!("{uid} {gid} directory")
     );
     assert_eq!(
-        common::disk_stat(&fx.up("b"), "%F %t %T"),
+        union_mounts::disk_stat(&fx.up("b"), "%F %t %T"),
         "character special file 0 0"
     );
     assert_eq!(
-        common::get_xattr(&fx.up("d"), "user.overlay.opaque"),
+        union_mounts::get_xattr(&fx.up("d"), "user.overlay.opaque"),
         Ok(b"y".to_vec()),
         "rootless opaque marker"
     );
@@ -598,11 +587,10 @@ fn debug_flag_logs_and_stays_in_foreground() {
         .spawn()
         .unwrap();
     let _guard = MountGuard::new(&fx.mnt).with_server(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !testkit::is_mounted(&fx.mnt) {
-        assert!(Instant::now() < deadline, "rcl-fs -d did not mount");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_mounted(&fx.mnt, Duration::from_secs(10)),
+        "rcl-fs -d did not mount"
+    );
     assert_eq!(
         testkit::sh(&format!("cat {}/a", fx.mnt.display()), STEP).stdout,
         "hello\n"
@@ -733,7 +721,7 @@ fn rootless_subid_ranges(imp: Imp) {
     // Container id N >= 1 is host id start + N - 1.
     for (name, cu, cg) in [("a", 7, 8), ("b", 5, 6), ("d", 9, 10)] {
         assert_eq!(
-            common::disk_stat(&fx.up(name), "%u %g"),
+            union_mounts::disk_stat(&fx.up(name), "%u %g"),
             format!("{} {}", su + cu - 1, sg + cg - 1),
             "{name}"
         );

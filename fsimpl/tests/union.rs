@@ -7,20 +7,13 @@
 //!
 //! Checks that rcl-fs does not pass yet are `#[ignore = "rcl-fs: ..."]` with the reason; run
 //! them with `cargo test -p fsimpl --test union -- --ignored`. Everything inside a mount is
-//! reached through subprocesses or [`common::within`], both bounded by a timeout.
+//! reached through subprocesses or [`union_mounts::within`], both bounded by a timeout.
 
 #[macro_use]
-mod common;
+mod union_mounts;
 
-use common::{disk_stat, get_xattr, within, Fixture, Imp};
 use std::path::PathBuf;
-
-fn run_check(check: fn(Imp), imp: Imp) {
-    if let Some(why) = common::unavailable(imp) {
-        testkit::skip!("{why}");
-    }
-    check(imp);
-}
+use union_mounts::{disk_stat, get_xattr, within, Fixture, Imp};
 
 /// Type and device numbers of an on-disk path, as stat shows them.
 fn kind(p: PathBuf) -> String {
@@ -79,7 +72,7 @@ both!(many_layers);
 fn root_dir_attributes(imp: Imp) {
     // The mount's root shows the upper root's attributes, and changes go there.
     let fx = Fixture::new(&["f a 1"]);
-    common::build(&fx.lowers[0], "m . 750\nu . 7 8");
+    union_mounts::build(&fx.lowers[0], "m . 750\nu . 7 8");
     let m = fx.mount(imp, "", "");
     assert_eq!(m.sh("stat -c '%a %u %g' ."), "755 0 0\n");
     m.sh("chmod 711 . && chown 3:4 .");
@@ -271,7 +264,7 @@ fn lower_layers_untouched(imp: Imp, ropts: &str) {
     for n in ["r", "c", "t", "d", "d/x"] {
         testkit::sh(
             &format!("touch -a -d 2000-01-01 {}", fx.lowers[0].join(n).display()),
-            common::STEP,
+            union_mounts::STEP,
         )
         .assert_ok();
     }
@@ -281,7 +274,7 @@ fn lower_layers_untouched(imp: Imp, ropts: &str) {
                 "cd {} && find . | sort | xargs stat -c '%n %X %Y %Z %s'",
                 fx.lowers[0].display()
             ),
-            common::STEP,
+            union_mounts::STEP,
         )
         .stdout
     };
@@ -462,15 +455,15 @@ fn rename_flags(imp: Imp) {
     let exchange = libc::RENAME_EXCHANGE;
     let r = within({
         let (a, b) = (a.clone(), b.clone());
-        move || common::renameat2(&a, &b, noreplace)
+        move || union_mounts::renameat2(&a, &b, noreplace)
     });
     assert_eq!(r, Err(libc::EEXIST));
     let r = within({
         let (a, c) = (a.clone(), c.clone());
-        move || common::renameat2(&a, &c, noreplace)
+        move || union_mounts::renameat2(&a, &c, noreplace)
     });
     assert_eq!(r, Ok(()));
-    let r = within(move || common::renameat2(&c, &b, exchange));
+    let r = within(move || union_mounts::renameat2(&c, &b, exchange));
     assert_eq!(r, Ok(()));
     assert_eq!(m.sh("ls -A; cat b c"), "b\nc\nA\nB\n");
 }
@@ -580,7 +573,7 @@ fn xattrs(imp: Imp) {
         let (f, d) = (f.clone(), m.p("d"));
         move || {
             (
-                common::list_xattr(&f),
+                union_mounts::list_xattr(&f),
                 get_xattr(&f, "user.a"),
                 get_xattr(&d, "user.dir"),
             )
@@ -597,12 +590,17 @@ fn xattrs(imp: Imp) {
     // Overlay markers cannot be forged through the mount (rcl-fs refuses with EPERM, the
     // kernel stores an escaped trusted.overlay.overlay.* name): the dir stays merged.
     let d = m.p("d");
-    let forged = within(move || common::set_xattr(&d, "trusted.overlay.opaque", b"y"));
+    let forged = within(move || union_mounts::set_xattr(&d, "trusted.overlay.opaque", b"y"));
     assert!(matches!(forged, Ok(()) | Err(libc::EPERM)), "{forged:?}");
     let (set, rm, after_rm, listed) = within(move || {
-        let set = common::set_xattr(&f, "user.b", b"two");
-        let rm = common::remove_xattr(&f, "user.a");
-        (set, rm, get_xattr(&f, "user.a"), common::list_xattr(&f))
+        let set = union_mounts::set_xattr(&f, "user.b", b"two");
+        let rm = union_mounts::remove_xattr(&f, "user.a");
+        (
+            set,
+            rm,
+            get_xattr(&f, "user.a"),
+            union_mounts::list_xattr(&f),
+        )
     });
     assert_eq!((set, rm), (Ok(()), Ok(())));
     assert_eq!(after_rm, Err(libc::ENODATA));
@@ -788,7 +786,7 @@ fn disk_stat_f(p: &std::path::Path) -> String {
         std::process::Command::new("stat")
             .args(["-f", "-c", "%S %b %l"])
             .arg(p),
-        common::STEP,
+        union_mounts::STEP,
     );
     out.stdout.trim().to_string()
 }
@@ -796,7 +794,7 @@ fn disk_stat_f(p: &std::path::Path) -> String {
 fn read_only_gives_erofs(imp: Imp) {
     let fx = Fixture::new(&["f a 1\nd d", "f low 2"]);
     let m = fx.mount_ro(imp);
-    let check = |m: &common::Mounted| {
+    let check = |m: &union_mounts::Mounted| {
         assert_eq!(m.sh("cat a"), "1\n");
         assert_eq!(m.sh("test -w a && echo writable || echo no"), "no\n");
         for cmd in [
@@ -817,7 +815,7 @@ fn read_only_gives_erofs(imp: Imp) {
     check(&m);
     m.unmount();
     // `ro` with an upper: the upper is shown but never written.
-    common::build(&fx.upper, "f u up");
+    union_mounts::build(&fx.upper, "f u up");
     let m = fx.mount_with(imp, &format!("{},ro", fx.rw_opts()), "", "");
     assert_eq!(m.sh("cat u"), "up\n");
     check(&m);
@@ -835,7 +833,7 @@ fn readdir_large_merged(imp: Imp) {
             std::fs::write(fx.lowers[1].join(format!("big/top-{i:04}")), "dup").unwrap();
         }
         if i % 3 == 0 {
-            common::mknod_chr(&fx.upper.join(format!("big/low-{i:04}")), 0, 0);
+            union_mounts::mknod_chr(&fx.upper.join(format!("big/low-{i:04}")), 0, 0);
         }
     }
     let m = fx.mount(imp, "", "");
@@ -1074,7 +1072,7 @@ fn permissions_for_other_users(imp: Imp) {
     let fx = Fixture::new(&[
         "f pub readable\nm pub 644\nf secret s\nm secret 600\nd ro 755\nd open 777\nd mine 755",
     ]);
-    common::build(
+    union_mounts::build(
         &fx.lowers[0],
         &format!("u mine {uid} {gid}\nd deep/er 755\nd deep/er/own 755\nu deep/er/own {uid} {gid}"),
     );
@@ -1089,7 +1087,7 @@ fn permissions_for_other_users(imp: Imp) {
             .arg("-c")
             .arg(script)
             .env("M", &m.mnt),
-        common::STEP,
+        union_mounts::STEP,
     );
     assert_eq!(
         out.stdout,
@@ -1138,7 +1136,7 @@ fn posix_acls(imp: Imp) {
         (MASK, 4, NONE),
         (OTHER, 0, NONE),
     ]);
-    common::set_xattr(&l.join("secret"), ACCESS, &grant).unwrap();
+    union_mounts::set_xattr(&l.join("secret"), ACCESS, &grant).unwrap();
     let inherit = acl(&[
         (OWNER, 7, NONE),
         (USER, 7, uid),
@@ -1146,7 +1144,7 @@ fn posix_acls(imp: Imp) {
         (MASK, 7, NONE),
         (OTHER, 5, NONE),
     ]);
-    common::set_xattr(&l.join("dd"), DEFAULT, &inherit).unwrap();
+    union_mounts::set_xattr(&l.join("dd"), DEFAULT, &inherit).unwrap();
     let m = fx.mount(imp, "", "allow_other");
     let as_user = |script: &str| {
         testkit::run_timeout(
@@ -1154,7 +1152,7 @@ fn posix_acls(imp: Imp) {
                 .arg("-c")
                 .arg(script)
                 .env("M", &m.mnt),
-            common::STEP,
+            union_mounts::STEP,
         )
     };
     let out = as_user("cat \"$M/secret\"");
@@ -1181,16 +1179,19 @@ fn posix_acls(imp: Imp) {
     ]);
     for f in ["dd/new", "dd/x"] {
         assert_eq!(
-            common::get_xattr(&m.p(f), ACCESS),
+            union_mounts::get_xattr(&m.p(f), ACCESS),
             Ok(file_acl.clone()),
             "{f}"
         );
     }
     assert_eq!(
-        common::get_xattr(&m.p("dd/sub"), DEFAULT),
+        union_mounts::get_xattr(&m.p("dd/sub"), DEFAULT),
         Ok(inherit.clone())
     );
-    assert_eq!(common::get_xattr(&m.p("plain"), ACCESS), Err(libc::ENODATA));
+    assert_eq!(
+        union_mounts::get_xattr(&m.p("plain"), ACCESS),
+        Err(libc::ENODATA)
+    );
 
     // An ACL set through the mount (what setfacl does) sets the group bits from its mask and
     // is enforced at once.
@@ -1201,12 +1202,12 @@ fn posix_acls(imp: Imp) {
         (MASK, 6, NONE),
         (OTHER, 0, NONE),
     ]);
-    common::set_xattr(&m.p("pub"), ACCESS, &rw).unwrap();
+    union_mounts::set_xattr(&m.p("pub"), ACCESS, &rw).unwrap();
     assert_eq!(m.sh("stat -c %a pub"), "660\n");
     let out = as_user("echo more >> \"$M/pub\" && cat \"$M/pub\"");
     assert_eq!(out.stdout, "p\nmore\n", "{out:?}");
     // Removing it takes the grant back.
-    common::remove_xattr(&m.p("pub"), ACCESS).unwrap();
+    union_mounts::remove_xattr(&m.p("pub"), ACCESS).unwrap();
     let out = as_user("cat \"$M/pub\"");
     assert!(out.stderr.contains("Permission denied"), "{out:?}");
 }
@@ -1235,7 +1236,7 @@ fn setuid_programs_run_setuid(imp: Imp) {
             .arg("-c")
             .arg("\"$M/id\" -u; \"$M/id\" -ru")
             .env("M", &m.mnt),
-        common::STEP,
+        union_mounts::STEP,
     );
     assert_eq!(out.stdout, format!("0\n{uid}\n"), "{out:?}");
 }
@@ -1250,7 +1251,7 @@ fn sparse_copy_up_keeps_holes(imp: Imp) {
             "truncate -s 64M {0}/s && printf x | dd of={0}/s bs=1 seek=33554432 conv=notrunc 2>/dev/null",
             lower.display()
         ),
-        common::STEP,
+        union_mounts::STEP,
     )
     .assert_ok();
     let opts = format!(
@@ -1379,9 +1380,7 @@ both!(copy_file_range_within_the_mount);
             overlay.redirect are not followed"]
 fn rclfs_stacks_a_kernel_upper_as_lower() {
     for imp in [Imp::Kernel, Imp::RclFs] {
-        if let Some(why) = common::unavailable(imp) {
-            testkit::skip!("{why}");
-        }
+        need!(imp);
     }
     let fx = Fixture::new(&["big f 2\nf d/x x\nf e/y y\nf gone g\nf c c"]);
     let m = fx.mount(Imp::Kernel, "metacopy=on", "");
@@ -1390,7 +1389,7 @@ fn rclfs_stacks_a_kernel_upper_as_lower() {
     let want = m.sh(view);
     m.unmount();
     let opts = format!("lowerdir={}:{}", fx.upper.display(), fx.lowers[0].display());
-    let m = common::mount_at(Imp::RclFs, &opts, &fx.mnt);
+    let m = union_mounts::mount_at(Imp::RclFs, &opts, &fx.mnt);
     assert_eq!(m.sh(view), want);
 }
 
@@ -1435,10 +1434,10 @@ fn data_integrity(imp: Imp) {
     let src = fx.dir.path().join("random");
     testkit::sh(
         &format!("head -c 20000000 /dev/urandom > {}", src.display()),
-        common::STEP,
+        union_mounts::STEP,
     )
     .assert_ok();
-    let want = testkit::sh(&format!("md5sum < {}", src.display()), common::STEP).stdout;
+    let want = testkit::sh(&format!("md5sum < {}", src.display()), union_mounts::STEP).stdout;
     m.sh(&format!("cp {} new", src.display()));
     // Scattered writes into a lower file (copy-up), then read back.
     m.sh(
@@ -1622,7 +1621,7 @@ fn errno_parity(imp: Imp) {
             ),
             (
                 "removexattr missing",
-                x(common::remove_xattr(&p("f"), "user.none")),
+                x(union_mounts::remove_xattr(&p("f"), "user.none")),
             ),
             (
                 "rename to 256-byte name",
@@ -1634,7 +1633,7 @@ fn errno_parity(imp: Imp) {
             ),
             (
                 "xattr 256-byte name",
-                x(common::set_xattr(
+                x(union_mounts::set_xattr(
                     &p("f"),
                     &format!("user.{}", "n".repeat(251)),
                     b"v",
@@ -1642,7 +1641,7 @@ fn errno_parity(imp: Imp) {
             ),
             (
                 "user xattr on a symlink",
-                x(common::set_xattr(&p("ln"), "user.x", b"v")),
+                x(union_mounts::set_xattr(&p("ln"), "user.x", b"v")),
             ),
             ("mknod over f", {
                 let c =
@@ -1780,7 +1779,7 @@ fn tar_round_trip(imp: Imp) {
     let tarball = fx.dir.path().join("src.tar");
     testkit::sh(
         &format!("tar cf {} -C {} .", tarball.display(), src.display()),
-        common::STEP,
+        union_mounts::STEP,
     )
     .assert_ok();
     let m = fx.mount(imp, "", "");
@@ -1797,7 +1796,7 @@ fn tar_round_trip(imp: Imp) {
     let list = |dir: &str| {
         format!("tar cf - --sort=name -C {dir} . | tar tvf - | awk '{{print $1, $3, $6}}' | sort")
     };
-    let want = testkit::sh(&list(&src.display().to_string()), common::STEP).stdout;
+    let want = testkit::sh(&list(&src.display().to_string()), union_mounts::STEP).stdout;
     assert_eq!(m.sh(&list("x")), want);
 }
 both!(tar_round_trip);
@@ -1805,7 +1804,7 @@ both!(tar_round_trip);
 fn telldir_seekdir(imp: Imp) {
     let fx = Fixture::new(&["d d", "d d"]);
     for i in 0..300 {
-        common::build(&fx.lowers[i % 2], &format!("f d/n{i:03} x"));
+        union_mounts::build(&fx.lowers[i % 2], &format!("f d/n{i:03} x"));
     }
     let m = fx.mount(imp, "", "");
     let p = m.p("d");
@@ -1863,7 +1862,7 @@ fn xattr_size_probe_and_erange(imp: Imp) {
     let (probe, small, list_probe, list_small) = within(move || {
         let big = vec![b'v'; 300];
         for i in 0..8 {
-            common::set_xattr(&p, &format!("user.k{i}"), &big).unwrap();
+            union_mounts::set_xattr(&p, &format!("user.k{i}"), &big).unwrap();
         }
         let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
         let n = std::ffi::CString::new("user.k3").unwrap();
@@ -1955,9 +1954,7 @@ both!(names_follow_renames_and_unlinks);
 
 /// Kernel overlayfs does not read `.wh.` files: this format is rcl-fs's (and OCI layers').
 fn rclfs_only(check: fn()) {
-    if let Some(why) = common::unavailable(Imp::RclFs) {
-        testkit::skip!("{why}");
-    }
+    need!(Imp::RclFs);
     check();
 }
 
@@ -2046,7 +2043,7 @@ fn rclfs_whiteout_wh_option_writes_wh_files() {
         // No char-device whiteout anywhere in the upper.
         let cdev = testkit::sh(
             &format!("find {} -type c", fx.upper.display()),
-            common::STEP,
+            union_mounts::STEP,
         );
         assert_eq!(cdev.stdout, "");
     });
@@ -2119,9 +2116,7 @@ struct CrossCase {
 
 fn cross(c: CrossCase) {
     for imp in [c.writer, c.reader] {
-        if let Some(why) = common::unavailable(imp) {
-            testkit::skip!("{why}");
-        }
+        need!(imp);
     }
     if run_timeout_ok("command -v setfattr && command -v getfattr").is_none() {
         testkit::skip!("setfattr/getfattr missing (apt-get install attr)");
@@ -2147,7 +2142,7 @@ fn cross(c: CrossCase) {
 }
 
 fn run_timeout_ok(script: &str) -> Option<String> {
-    let out = testkit::sh(script, common::STEP);
+    let out = testkit::sh(script, union_mounts::STEP);
     out.success().then_some(out.stdout)
 }
 
@@ -2317,10 +2312,16 @@ fn rclfs_as_root_lets_other_users_in() {
         }
         let fx = Fixture::new(&["f pub readable\nm pub 644\nf priv secret\nm priv 600"]);
         let m = fx.mount(Imp::RclFs, "", "");
-        let out = testkit::run_timeout(testkit::as_test_user("cat").arg(m.p("pub")), common::STEP);
+        let out = testkit::run_timeout(
+            testkit::as_test_user("cat").arg(m.p("pub")),
+            union_mounts::STEP,
+        );
         assert!(out.success(), "{out:?}");
         assert_eq!(out.stdout, "readable\n");
-        let out = testkit::run_timeout(testkit::as_test_user("cat").arg(m.p("priv")), common::STEP);
+        let out = testkit::run_timeout(
+            testkit::as_test_user("cat").arg(m.p("priv")),
+            union_mounts::STEP,
+        );
         assert!(
             !out.success() && out.stderr.contains("Permission denied"),
             "{out:?}"

@@ -1,6 +1,15 @@
-//! Harness for the union filesystem's integration tests: build layer trees from a compact
-//! description, mount them with kernel overlayfs or with `rcl-fs` (guarded, with timeouts), and
-//! look inside the mount only through subprocesses or threads bounded by a timeout.
+//! Union mounts for the fsimpl integration tests, in one place: build layer trees ([`Fixture`],
+//! [`build`], [`put`]), mount them three ways, each behind a guard and bounded by timeouts, and
+//! look inside only through subprocesses or threads bounded by a timeout ([`within`]):
+//!
+//! - [`Mounted`]: a mount made by a command, either kernel overlayfs (`mount -t overlay`, the
+//!   reference) or the `rcl-fs` binary (a separate server process); see [`Imp`].
+//! - [`InProcessMount`]: a mount served by this test process through the library
+//!   (`fsimpl::mount` with an [`fsimpl::OverlayConfig`]), for tests that set config fields the
+//!   command line does not reach.
+//!
+//! Guards: [`need!`] skips unless an [`Imp`] can mount here; [`need_fuse!`] skips unless FUSE is
+//! usable (the in-process tests).
 #![allow(dead_code)]
 
 use std::ffi::CString;
@@ -10,10 +19,14 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fsimpl::{OverlayConfig, UnionFs};
 use testkit::{run_timeout, MountGuard, Output};
 
 /// Default limit for one step inside a mount.
 pub const STEP: Duration = Duration::from_secs(30);
+
+/// Limit for one shell script inside an [`InProcessMount`].
+pub const IN_PROCESS_SCRIPT: Duration = Duration::from_secs(60);
 
 /// Which implementation serves the mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +59,32 @@ pub fn unavailable(imp: Imp) -> Option<String> {
     }
 }
 
+/// Skips the test (returns from the calling function) unless `imp` can mount here.
+#[allow(unused_macros)]
+macro_rules! need {
+    ($imp:expr) => {
+        if let Some(why) = crate::union_mounts::unavailable($imp) {
+            testkit::skip!("{why}");
+        }
+    };
+}
+
+/// Skips the test unless FUSE is usable (all an [`InProcessMount`] needs).
+#[allow(unused_macros)]
+macro_rules! need_fuse {
+    () => {
+        if let Some(why) = testkit::fuse_unavailable() {
+            testkit::skip!("{why}");
+        }
+    };
+}
+
+/// Runs `check(imp)`, or skips when `imp` cannot mount here (what [`both!`] calls).
+pub fn run_check(check: fn(Imp), imp: Imp) {
+    need!(imp);
+    check(imp);
+}
+
 /// Generates `mod CHECK { fn kernel(); fn rclfs(); }` running `CHECK(Imp)` against both
 /// implementations; `rclfs_ignore = "why"` marks the rcl-fs half ignored.
 #[allow(unused_macros)]
@@ -54,11 +93,11 @@ macro_rules! both {
         mod $check {
             #[test]
             fn kernel() {
-                super::run_check(super::$check, crate::common::Imp::Kernel);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::Kernel);
             }
             #[test]
             fn rclfs() {
-                super::run_check(super::$check, crate::common::Imp::RclFs);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::RclFs);
             }
         }
     };
@@ -66,12 +105,12 @@ macro_rules! both {
         mod $check {
             #[test]
             fn kernel() {
-                super::run_check(super::$check, crate::common::Imp::Kernel);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::Kernel);
             }
             #[test]
             #[ignore = $why]
             fn rclfs() {
-                super::run_check(super::$check, crate::common::Imp::RclFs);
+                crate::union_mounts::run_check(super::$check, crate::union_mounts::Imp::RclFs);
             }
         }
     };
@@ -175,6 +214,17 @@ impl Fixture {
     pub fn up(&self, rel: &str) -> PathBuf {
         self.upper.join(rel)
     }
+
+    /// Lower layer `i` (top first).
+    pub fn lower(&self, i: usize) -> &Path {
+        &self.lowers[i]
+    }
+}
+
+/// Runs `script` with `sh FLAGS` after `cd` into `mnt` (`$M` = mountpoint), bounded by `limit`.
+fn sh_in(mnt: &Path, flags: &str, script: &str, limit: Duration) -> Output {
+    let full = format!("cd \"$M\" || exit 99\n{script}");
+    run_timeout(Command::new("sh").arg(flags).arg(full).env("M", mnt), limit)
 }
 
 /// Mounts `opts` on `mnt` with `imp`; panics with the output if it fails.
@@ -186,12 +236,7 @@ pub fn mount_at(imp: Imp, opts: &str, mnt: &Path) -> Mounted {
             // retry for a while.
             let mut tries = 0;
             loop {
-                let out = run_timeout(
-                    Command::new("mount")
-                        .args(["-t", "overlay", "overlay", "-o", opts])
-                        .arg(mnt),
-                    STEP,
-                );
+                let out = mount_kernel_overlay(opts, mnt, STEP);
                 tries += 1;
                 if out.success() || tries == 20 || testkit::is_mounted(mnt) {
                     break out;
@@ -226,6 +271,17 @@ pub fn mount_at(imp: Imp, opts: &str, mnt: &Path) -> Mounted {
     }
 }
 
+/// Runs `mount -t overlay overlay -o OPTS MNT` once, bounded by `limit`; the caller guards the
+/// mountpoint (see [`mount_at`] for the retrying, guarded form).
+pub fn mount_kernel_overlay(opts: &str, mnt: &Path, limit: Duration) -> Output {
+    run_timeout(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", opts])
+            .arg(mnt),
+        limit,
+    )
+}
+
 /// A live mount; unmounted (lazily) and its server killed when dropped.
 pub struct Mounted {
     guard: Option<MountGuard>,
@@ -253,11 +309,7 @@ impl Mounted {
 
     /// Like [`Mounted::sh`] but returns the output whatever happens.
     pub fn try_sh(&self, script: &str) -> Output {
-        let full = format!("cd \"$M\" || exit 99\n{script}");
-        run_timeout(
-            Command::new("sh").arg("-c").arg(full).env("M", &self.mnt),
-            STEP,
-        )
+        sh_in(&self.mnt, "-c", script, STEP)
     }
 
     /// Path inside the mount (only touch it through [`within`] or [`Mounted::sh`]).
@@ -282,6 +334,113 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         drop(self.guard.take());
+    }
+}
+
+/// A union mount served by this test process through the library (`fsimpl::mount`), over a
+/// [`Fixture`] with empty layers; [`InProcessMount::mount`] may be called again after
+/// [`InProcessMount::unmount`]. Unmounted when dropped.
+pub struct InProcessMount {
+    fx: Fixture,
+    session: Option<fuser::BackgroundSession>,
+    guard: Option<MountGuard>,
+}
+
+impl std::ops::Deref for InProcessMount {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.fx
+    }
+}
+
+impl InProcessMount {
+    /// `n` empty lower layers, an empty upper, work dir and mountpoint; nothing mounted yet
+    /// (fill the lowers, then [`InProcessMount::mount`]).
+    pub fn layers(n: usize) -> Self {
+        InProcessMount {
+            fx: Fixture::new(&vec![""; n]),
+            session: None,
+            guard: None,
+        }
+    }
+
+    /// A default config (with upper, two server threads) for these layers.
+    pub fn config(&self) -> OverlayConfig {
+        config_for(self.lowers.clone(), self.upper.clone(), self.work.clone())
+    }
+
+    /// Mounts with `cfg`, served by threads of this process.
+    pub fn mount(&mut self, cfg: OverlayConfig) {
+        let guard = MountGuard::new(&self.mnt);
+        let s = library_mount(cfg, &self.mnt);
+        self.session = Some(s.spawn().expect("spawn"));
+        self.guard = Some(guard);
+    }
+
+    /// Unmounts (lazily) and waits up to 10 s for the server threads to end.
+    pub fn unmount(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !s.guard.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if s.guard.is_finished() {
+                let _ = s.join();
+            } else {
+                std::mem::forget(s);
+            }
+        }
+        self.guard = None;
+    }
+
+    /// Runs `script` with `sh -e` in the mount; panics with its output on failure; returns
+    /// stdout.
+    #[track_caller]
+    pub fn sh(&self, script: &str) -> String {
+        sh_ok_in(&self.mnt, script)
+    }
+
+    /// Runs `script` in the mount: whether it succeeded, and its stdout then stderr.
+    pub fn try_sh(&self, script: &str) -> (bool, String) {
+        let out = sh_in(&self.mnt, "-c", script, IN_PROCESS_SCRIPT);
+        (out.success(), format!("{}{}", out.stdout, out.stderr))
+    }
+}
+
+/// The config an in-process test starts from: `lowers` (top first), an upper and work dir, two
+/// server threads.
+pub fn config_for(lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf) -> OverlayConfig {
+    let mut c = OverlayConfig::new(lowers).with_upper(upper, work);
+    c.threads = 2;
+    c
+}
+
+/// Builds a [`UnionFs`] from `cfg` and mounts it on `mnt` through the library, not served yet
+/// (`run` or `spawn` the session); panics on error. The caller guards `mnt`.
+pub fn library_mount(cfg: OverlayConfig, mnt: &Path) -> fsimpl::Session {
+    let fs = UnionFs::new(cfg).expect("UnionFs::new");
+    fsimpl::mount(fs, mnt).unwrap_or_else(|e| panic!("fsimpl::mount on {}: {e}", mnt.display()))
+}
+
+/// Arguments that make this test binary, run again as a child, run only the test `name` (a body
+/// that does its work when its environment variable is set and nothing otherwise).
+pub fn only_test(name: &str) -> [&str; 4] {
+    ["--exact", name, "--nocapture", "--test-threads=1"]
+}
+
+/// Runs `script` with `sh -e` in `dir` (a mount served in-process, or by this process's child),
+/// bounded by [`IN_PROCESS_SCRIPT`]; panics with its output on failure; returns stdout.
+#[track_caller]
+pub fn sh_ok_in(dir: &Path, script: &str) -> String {
+    let out = sh_in(dir, "-ec", script, IN_PROCESS_SCRIPT);
+    assert!(out.success(), "script failed:\n{script}\n{out:#?}");
+    out.stdout
+}
+
+impl Drop for InProcessMount {
+    fn drop(&mut self) {
+        self.unmount();
     }
 }
 
@@ -327,6 +486,18 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
     false
 }
 
+/// Waits until `mnt` is a mountpoint (polling the mount table, never the mount itself).
+pub fn wait_mounted(mnt: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if testkit::is_mounted(mnt) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 /// Runs `f` on a thread and panics if it does not finish within [`STEP`] (a hung FUSE request
 /// then fails the test instead of hanging it; the thread is left behind).
 #[track_caller]
@@ -346,63 +517,45 @@ fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
 
+/// A libc return value: the count when not negative, else the errno.
+fn counted(r: isize) -> Result<usize, i32> {
+    usize::try_from(r).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
 /// `lgetxattr`: the value, or the errno.
 pub fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
     let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let n =
-        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    buf.truncate(n as usize);
+    let (b, len) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: valid C strings and a buffer of `len` bytes.
+    let n = counted(unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), b, len) })?;
+    buf.truncate(n);
     Ok(buf)
 }
 
 /// `lsetxattr`; Err(errno) on failure.
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
-    // SAFETY: valid C strings and a value buffer of the given length.
-    let r = unsafe {
-        libc::lsetxattr(
-            cp.as_ptr(),
-            cn.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    Ok(())
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
+    let (v, len) = (value.as_ptr().cast(), value.len());
+    // SAFETY: valid C strings and a value of `len` bytes.
+    counted(unsafe { libc::lsetxattr(cp.as_ptr(), cn.as_ptr(), v, len, 0) } as isize).map(drop)
 }
 
 /// `lremovexattr`; Err(errno) on failure.
 pub fn remove_xattr(p: &Path, name: &str) -> Result<(), i32> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
     // SAFETY: valid C strings.
-    let r = unsafe { libc::lremovexattr(cp.as_ptr(), cn.as_ptr()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    Ok(())
+    counted(unsafe { libc::lremovexattr(cp.as_ptr(), cn.as_ptr()) } as isize).map(drop)
 }
 
 /// `llistxattr`: the names.
 pub fn list_xattr(p: &Path) -> Result<Vec<String>, i32> {
     let cp = cpath(p);
     let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C string and a buffer of the given length.
-    let n = unsafe { libc::llistxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    buf.truncate(n as usize);
+    let (b, len) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: valid C string and a buffer of `len` bytes.
+    let n = counted(unsafe { libc::llistxattr(cp.as_ptr(), b, len) })?;
+    buf.truncate(n);
     Ok(buf
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
@@ -412,21 +565,15 @@ pub fn list_xattr(p: &Path) -> Result<Vec<String>, i32> {
 
 /// `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)`; Err(errno) on failure.
 pub fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
-    let (a, b) = (cpath(from), cpath(to));
-    // SAFETY: valid C strings; renameat2 takes no other pointers.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    Ok(())
+    use nix::fcntl::{RenameFlags, AT_FDCWD};
+    nix::fcntl::renameat2(
+        AT_FDCWD,
+        from,
+        AT_FDCWD,
+        to,
+        RenameFlags::from_bits_retain(flags),
+    )
+    .map_err(|e| e as i32)
 }
 
 /// `mknod` of a char device (0/0 is a whiteout).
@@ -438,6 +585,21 @@ pub fn mknod_chr(p: &Path, major: u64, minor: u64) {
         nix::sys::stat::makedev(major, minor),
     )
     .unwrap_or_else(|e| panic!("mknod {}: {e}", p.display()));
+}
+
+/// Writes `data` (as is, no newline added) at `path`, creating parents.
+pub fn put(path: &Path, data: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// True when `path` (on disk) is a kernel-format whiteout (char 0/0).
+pub fn is_whiteout(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.file_type().is_char_device() && m.rdev() == 0,
+        Err(_) => false,
+    }
 }
 
 /// Builds a tree under `root` from a description, one entry per line (parents are created):
