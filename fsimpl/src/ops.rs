@@ -2,7 +2,7 @@
 
 use crate::core::{is_dir, Found, UnionFs};
 use crate::node::{Fd, Name, Node, Obj};
-use crate::{sys, whiteout};
+use crate::{sys, whiteout, xattr};
 use fuser::FileType;
 use std::ffi::OsStr;
 use std::io;
@@ -199,7 +199,7 @@ impl UnionFs {
         if self.cfg.noacl {
             return Ok(None);
         }
-        let Some(acl) = sys::getxattr_fd(pfd, ACL_DEFAULT)? else {
+        let Some(acl) = sys::getxattr_fd(pfd, xattr::ACL_DEFAULT)? else {
             return Ok(None);
         };
         let work = self.work_fd()?;
@@ -210,7 +210,7 @@ impl UnionFs {
             work,
             name,
         };
-        sys::setxattr_fd(s.fd.as_raw_fd(), ACL_DEFAULT, &acl, 0)?;
+        sys::setxattr_fd(s.fd.as_raw_fd(), xattr::ACL_DEFAULT, &acl, 0)?;
         Ok(Some(s))
     }
 
@@ -690,9 +690,6 @@ impl UnionFs {
         self.lookup_node(newparent, newname)
     }
 }
-
-/// The xattr holding a directory's default POSIX ACL.
-const ACL_DEFAULT: &std::ffi::CStr = c"system.posix_acl_default";
 
 /// A directory in the work dir that lives as long as one create (see `acl_scratch`).
 pub(crate) struct Scratch {

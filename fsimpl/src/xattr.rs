@@ -15,9 +15,14 @@ pub fn is_private(name: &[u8]) -> bool {
     PRIVATE.iter().any(|p| name.starts_with(p))
 }
 
+/// The xattr holding a file's access POSIX ACL.
+pub const ACL_ACCESS: &CStr = c"system.posix_acl_access";
+/// The xattr holding a directory's default POSIX ACL (inherited by new entries).
+pub const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
+
 /// True for POSIX ACL xattrs (hidden with `noacl`).
 pub fn is_acl(name: &[u8]) -> bool {
-    name == b"system.posix_acl_access" || name == b"system.posix_acl_default"
+    name == ACL_ACCESS.to_bytes() || name == ACL_DEFAULT.to_bytes()
 }
 
 /// True when `name` must not be visible through the mount.
